@@ -1,0 +1,90 @@
+"""The ``dtmf-gateway`` command line.
+
+Every failure the user can cause ends in one line on standard error and exit
+status 2 (1 for a failure of the machine, e.g. a device that will not open);
+tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from gateway import __version__
+from gateway.errors import GatewayError
+
+PROG = "dtmf-gateway"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error instead of usage plus error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class UsageError(GatewayError):
+    """A CLI argument that parsed but cannot be used (exit status 2)."""
+
+
+def fail(message: str, status: int = 2) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return status
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from gateway.keys import parse_keys
+    from gateway.tones import TonePlan, Timing, ToneEngine, ToneSettings, write_wav
+
+    import numpy as np
+
+    settings = ToneSettings(rate=args.rate, level_dbfs=args.level, twist_db=args.twist)
+    engine = ToneEngine(settings)
+    plan = TonePlan(parse_keys(args.keys), Timing(args.duration, args.gap))
+    # 100 ms of silence either side, so a decoder (and a listener) hears the
+    # first and last digit whole.
+    lead = engine.silence(100)
+    audio = np.concatenate([lead, engine.render(plan), lead])
+    try:
+        write_wav(args.output, audio, settings.rate)
+    except OSError as exc:
+        return fail(f"cannot write {args.output}: {exc.strerror}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="DTMF into phone calls, Ozeki HTTP API style.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    render = sub.add_parser("render", help="write the audio of a key string to a WAV file")
+    render.add_argument("keys", metavar="KEYS", help="0-9 * # A-D, pauses w , W")
+    render.add_argument("-o", "--output", required=True, metavar="FILE.wav")
+    render.add_argument("--rate", type=int, default=8000, metavar="HZ")
+    render.add_argument("--duration", type=int, default=100, metavar="MS", help="tone on (40-2000)")
+    render.add_argument("--gap", type=int, default=100, metavar="MS", help="tone off (50-5000)")
+    render.add_argument("--level", type=float, default=-12.0, metavar="DBFS",
+                        help="low-group level (default -12)")
+    render.add_argument("--twist", type=float, default=2.0, metavar="DB",
+                        help="high group above low group (default 2)")
+    render.set_defaults(func=_cmd_render)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except GatewayError as exc:
+        return fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""Configuration: one TOML file, validated at load, with defaults for everything.
+
+Each section is a dataclass; bounds live in field metadata (``min``/``max``)
+so that one builder checks every section, the drivers' option dataclasses
+included, and every error names its key: ``tones.gap_ms: 20 is below the
+minimum 50``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.errors import ConfigError, GatewayError
+from gateway.lines import DRIVERS, driver_spec
+from gateway.tones import DURATION_MS, GAP_MS, SAMPLE_RATES, Timing, ToneSettings
+
+T = TypeVar("T")
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = field(default=9509, metadata={"min": 1, "max": 65535})
+    #: Client networks allowed to use the API (CIDR); code 307 for others.
+    allow: list[str] = field(default_factory=lambda: ["0.0.0.0/0", "::/0"])
+    #: Client networks refused even when ``allow`` matches.
+    deny: list[str] = field(default_factory=list)
+    threads: int = field(default=16, metadata={"min": 1, "max": 256})
+    max_request_bytes: int = field(default=65536, metadata={"min": 1024, "max": 10485760})
+    #: Where IncomingCall notifications go; empty: incoming calls are not answered.
+    incoming_url: str = ""
+    #: Timeout of every outbound notification request, in seconds.
+    notify_timeout_s: float = field(default=5.0, metadata={"min": 0.1, "max": 60.0})
+    #: How long an HTTP request waits for its line before giving up, in seconds.
+    command_timeout_s: float = field(default=300.0, metadata={"min": 1.0, "max": 3600.0})
+
+    def __post_init__(self) -> None:
+        for name in ("allow", "deny"):
+            for net in getattr(self, name):
+                try:
+                    ipaddress.ip_network(net, strict=False)
+                except ValueError:
+                    raise ValueError(f"{name}: {net!r} is not a CIDR network") from None
+
+
+@dataclass
+class AuthConfig:
+    #: Users file; relative paths are beside the config file. Default users.toml.
+    users_file: str = "users.toml"
+    #: Failed logins from one address before it is locked out.
+    lockout_failures: int = field(default=5, metadata={"min": 1, "max": 1000})
+    lockout_seconds: float = field(default=300.0, metadata={"min": 0.0, "max": 86400.0})
+
+
+@dataclass
+class TonesConfig:
+    duration_ms: int = field(
+        default=100, metadata={"min": DURATION_MS[0], "max": DURATION_MS[1]}
+    )
+    gap_ms: int = field(default=100, metadata={"min": GAP_MS[0], "max": GAP_MS[1]})
+    #: Level of the low-group tone; the high group is ``twist_db`` louder.
+    level_dbfs: float = field(default=-12.0, metadata={"min": -60.0, "max": 0.0})
+    twist_db: float = field(default=2.0, metadata={"min": -4.0, "max": 8.0})
+    ramp_ms: float = field(default=4.0, metadata={"min": 0.0, "max": 10.0})
+    rate: int = 8000
+
+    def __post_init__(self) -> None:
+        if self.rate not in SAMPLE_RATES:
+            raise ValueError(f"rate: {self.rate} is not one of {', '.join(map(str, SAMPLE_RATES))}")
+        self.settings()  # clipping is a property of level and twist together
+
+    @property
+    def timing(self) -> Timing:
+        return Timing(self.duration_ms, self.gap_ms)
+
+    def settings(self, rate: int | None = None) -> ToneSettings:
+        return ToneSettings(rate or self.rate, self.level_dbfs, self.twist_db, self.ramp_ms)
+
+
+@dataclass
+class LineConfig:
+    name: str
+    driver: str
+    #: Commands that may wait for this line; more are refused (code 802).
+    queue_size: int = 32
+    #: The driver's own options dataclass, built from the table's other keys.
+    options: Any = None
+
+
+@dataclass
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    tones: TonesConfig = field(default_factory=TonesConfig)
+    lines: list[LineConfig] = field(default_factory=list)
+    #: Directory relative paths are resolved against (the config file's).
+    base_dir: Path = field(default_factory=Path.cwd)
+    source: Path | None = None
+
+    def path(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def users_path(self) -> Path:
+        return self.path(self.auth.users_file)
+
+
+def _type_name(tp: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if tp in names:
+        return names[tp]
+    if typing.get_origin(tp) is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0]).split(' ', 1)[1]}s"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(value, args[0], where)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table")
+        return build(typing.cast(type[Any], tp), value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected {_type_name(tp)}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(tp, True)
+    if not ok:
+        raise ConfigError(f"{where}: {value!r} is not {_type_name(tp)}")
+    return float(value) if tp is float else value
+
+
+def build(cls: type[T], table: dict[str, Any], where: str = "") -> T:
+    """Build dataclass ``cls`` from a TOML table, checking names, types and bounds."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    prefix = f"{where}." if where else ""
+    for key in table:
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{prefix}{key}: unknown key (known keys: {known})")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name not in table:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{prefix}{name}: missing")
+            continue
+        value = _coerce(table[name], hints[name], f"{prefix}{name}")
+        low, high = f.metadata.get("min"), f.metadata.get("max")
+        if low is not None and value < low:
+            raise ConfigError(f"{prefix}{name}: {value} is below the minimum {low}")
+        if high is not None and value > high:
+            raise ConfigError(f"{prefix}{name}: {value} is above the maximum {high}")
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except GatewayError as exc:
+        raise ConfigError(f"{where or 'config'}: {exc}") from None
+    except ValueError as exc:
+        # __post_init__ messages start with the field they are about.
+        raise ConfigError(f"{prefix}{exc}" if prefix else str(exc)) from None
+
+
+def _resolve_paths(options: Any, base_dir: Path) -> None:
+    """Make option fields marked ``{"path": True}`` absolute, beside the config file."""
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        if f.metadata.get("path") and isinstance(value, str) and value:
+            p = Path(value).expanduser()
+            setattr(options, f.name, str(p if p.is_absolute() else base_dir / p))
+
+
+def _build_line(table: Any, index: int, seen: set[str], base_dir: Path) -> LineConfig:
+    where = f"line[{index}]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table")
+    common = {k: table[k] for k in ("name", "driver", "queue_size") if k in table}
+    line = build(LineConfig, common, where)
+    if not line.name or not line.name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"{where}.name: {line.name!r} must be letters, digits, - and _")
+    if line.name in seen:
+        raise ConfigError(f"{where}.name: {line.name!r} is used by another line")
+    seen.add(line.name)
+    if not 1 <= line.queue_size <= 1000:
+        raise ConfigError(f"{where}.queue_size: {line.queue_size} is outside 1 to 1000")
+    if line.driver not in DRIVERS:
+        raise ConfigError(
+            f"{where}.driver: unknown driver {line.driver!r} (known: {', '.join(sorted(DRIVERS))})"
+        )
+    rest = {k: v for k, v in table.items() if k not in common}
+    line.options = build(driver_spec(line.driver).options, rest, where)
+    _resolve_paths(line.options, base_dir)
+    return line
+
+
+def from_mapping(data: dict[str, Any], base_dir: Path | None = None) -> Config:
+    """A validated Config from parsed TOML (or a test's dict)."""
+    known = {"server", "auth", "tones", "line"}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{key}: unknown section (known: {', '.join(sorted(known))})")
+    for key in ("server", "auth", "tones"):
+        if key in data and not isinstance(data[key], dict):
+            raise ConfigError(f"{key}: expected a table")
+    lines_data = data.get("line", [])
+    if not isinstance(lines_data, list):
+        raise ConfigError("line: expected [[line]] tables")
+    base_dir = base_dir or Path.cwd()
+    seen: set[str] = set()
+    lines = [_build_line(t, i, seen, base_dir) for i, t in enumerate(lines_data)]
+    if not lines:
+        lines = [_build_line({"name": "line1", "driver": "simulated"}, 0, seen, base_dir)]
+    return Config(
+        server=build(ServerConfig, data.get("server", {}), "server"),
+        auth=build(AuthConfig, data.get("auth", {}), "auth"),
+        tones=build(TonesConfig, data.get("tones", {}), "tones"),
+        lines=lines,
+        base_dir=base_dir,
+    )
+
+
+def load(path: str | Path | None) -> Config:
+    """Load and validate ``path``; ``None`` gives the defaults (one simulated line)."""
+    if path is None:
+        return from_mapping({})
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    config = from_mapping(data, path.resolve().parent)
+    config.source = path
+    return config

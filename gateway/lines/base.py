@@ -1,0 +1,186 @@
+"""The line driver interface: what the call layer may ask of a phone line.
+
+A driver owns one line's hardware (or its simulation). It knows nothing of
+Flask, config files or calls; it is given options (a dataclass), a
+:class:`~gateway.tones.ToneEngine` where it needs audio, and a ring callback.
+
+Threading: the call layer drives each line from one worker thread, so a
+driver's methods are never called concurrently for the same line, except
+:meth:`LineDriver.close` and :meth:`LineDriver.on_hook`, which may come from a
+signal handler or the shutdown path and must be safe at any moment.
+
+Fail-safe rule for every driver: the line is on hook after :meth:`open`,
+after :meth:`close`, and after any :class:`~gateway.errors.LineFault` a method
+raises. The call layer also calls :meth:`on_hook` after a fault, so a driver
+whose hardware died still gets the chance to drop its relay.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gateway.errors import NotSupported
+from gateway.keys import parse_keys
+from gateway.tones import TonePlan, Timing
+
+
+class Party(enum.Enum):
+    """Who in the call receives the keys (Ozeki's ``Party``)."""
+
+    CALLER = "caller"
+    CALLEE = "callee"
+    ALL = "all"
+
+    @classmethod
+    def parse(cls, text: str) -> Party:
+        """Case-insensitive; raises ``ValueError`` naming the accepted values."""
+        try:
+            return cls(text.strip().lower())
+        except ValueError:
+            raise ValueError(f"{text!r} is not one of caller, callee, all") from None
+
+
+class HookState(enum.Enum):
+    ON_HOOK = "on-hook"
+    OFF_HOOK = "off-hook"
+
+
+RingHandler = Callable[[str | None], None]
+"""Called by a driver when a ring cadence starts a new incoming call; the
+argument is the caller id when the hardware reports one."""
+
+
+@dataclass
+class Routing:
+    """Which output channels reach which party.
+
+    An analog line has one audio path, so by default all three parties hear
+    every output. A line with two outputs (e.g. a stereo HAT feeding two line
+    interfaces) can give the caller and the callee their own channel.
+    """
+
+    channels: int = field(default=1, metadata={"min": 1, "max": 8})
+    caller_channels: list[int] = field(default_factory=lambda: [0])
+    callee_channels: list[int] = field(default_factory=lambda: [0])
+
+    def __post_init__(self) -> None:
+        for name in ("caller_channels", "callee_channels"):
+            chosen = getattr(self, name)
+            if not chosen:
+                raise ValueError(f"{name}: at least one channel is needed")
+            for channel in chosen:
+                if not 0 <= channel < self.channels:
+                    raise ValueError(
+                        f"{name}: channel {channel} does not exist on a "
+                        f"{self.channels}-channel output (0 to {self.channels - 1})"
+                    )
+
+    def channels_for(self, party: Party) -> frozenset[int]:
+        if party is Party.CALLER:
+            return frozenset(self.caller_channels)
+        if party is Party.CALLEE:
+            return frozenset(self.callee_channels)
+        return frozenset(self.caller_channels) | frozenset(self.callee_channels)
+
+
+@dataclass
+class CallTiming:
+    """How an outbound call is set up on a line without answer supervision.
+
+    An analog loop gives no sign that the far end answered, so the gateway
+    waits ``dial_tone_ms`` after going off hook and ``answer_wait_ms`` after
+    dialling, as a person would.
+    """
+
+    dial_tone_ms: int = field(default=1000, metadata={"min": 0, "max": 10000})
+    answer_wait_ms: int = field(default=2000, metadata={"min": 0, "max": 120000})
+
+
+class LineDriver(ABC):
+    """One phone line. Subclasses override the abstract methods; the rest have
+    defaults that are right for a plain analog loop."""
+
+    #: Registry name used in ``[[line]] driver = ...``.
+    driver_name = "abstract"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ring_handler: RingHandler | None = None
+        self._hook = HookState.ON_HOOK
+        self._hook_lock = threading.Lock()
+        self.fault: str | None = None
+
+    # -- lifecycle -------------------------------------------------------
+    @abstractmethod
+    def open(self) -> None:
+        """Acquire the hardware and leave the line on hook. Raises LineFault."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Put the line on hook and release the hardware. Safe to call twice."""
+
+    def __enter__(self) -> LineDriver:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- hook ---------------------------------------------------------------
+    @property
+    def hook(self) -> HookState:
+        return self._hook
+
+    @abstractmethod
+    def off_hook(self) -> None:
+        """Seize the line (close the loop)."""
+
+    @abstractmethod
+    def on_hook(self) -> None:
+        """Release the line. Must not raise for a line that is already on hook,
+        and must be attempted even when the hardware is faulty."""
+
+    # -- signalling -------------------------------------------------------------
+    @abstractmethod
+    def emit(self, plan: TonePlan, party: Party = Party.ALL) -> None:
+        """Put the plan's tones on the line; return when the last gap has passed."""
+
+    def speak(self, text: str, language: str | None = None, party: Party = Party.ALL) -> None:
+        """Say ``text`` on the line. Tone-only hardware raises NotSupported."""
+        raise NotSupported(f"line {self.name!r} ({self.driver_name}) cannot speak")
+
+    def place_call(self, dialed: str, timing: Timing, call_timing: CallTiming) -> None:
+        """Off hook, wait for dial tone, dial ``dialed`` in DTMF, wait for an answer.
+
+        Drivers with their own dialler (a modem) override this.
+        """
+        self.off_hook()
+        time.sleep(call_timing.dial_tone_ms / 1000)
+        self.emit(TonePlan(parse_keys(dialed), timing))
+        time.sleep(call_timing.answer_wait_ms / 1000)
+
+    def answer(self) -> None:
+        """Take an incoming (ringing) call."""
+        self.off_hook()
+
+    # -- calls ------------------------------------------------------------------
+    def begin_call(self, call_id: str) -> None:
+        """A call starts on this line (drivers that record use it)."""
+
+    def end_call(self, call_id: str) -> None:
+        """The call on this line ended (drivers that record close their file)."""
+
+    # -- health -----------------------------------------------------------------
+    def status(self) -> dict[str, object]:
+        """What ``/healthz`` shows for this line."""
+        return {"driver": self.driver_name, "hook": self.hook.value, "fault": self.fault}
+
+    def _ring(self, caller_id: str | None = None) -> None:
+        handler = self.ring_handler
+        if handler is not None:
+            handler(caller_id)
