@@ -22,7 +22,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse with a one-line error instead of usage plus error."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        # The subcommand's own prog ("dtmf-gateway render") would make two styles.
+        self.exit(2, f"{PROG}: error: {message}\n")
 
 
 class UsageError(GatewayError):
@@ -35,10 +36,10 @@ def fail(message: str, status: int = 2) -> int:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from gateway.keys import parse_keys
-    from gateway.tones import TonePlan, Timing, ToneEngine, ToneSettings, write_wav
-
     import numpy as np
+
+    from gateway.keys import parse_keys
+    from gateway.tones import Timing, ToneEngine, TonePlan, ToneSettings, write_wav
 
     settings = ToneSettings(rate=args.rate, level_dbfs=args.level, twist_db=args.twist)
     engine = ToneEngine(settings)

@@ -113,7 +113,7 @@ class ToneSettings:
         return float(10.0 ** ((self.level_dbfs + self.twist_db) / 20.0))
 
     def samples(self, ms: float) -> int:
-        return int(round(self.rate * ms / 1000.0))
+        return round(self.rate * ms / 1000.0)
 
 
 class ToneEngine:
@@ -155,38 +155,44 @@ class ToneEngine:
             ]
         if sum(amplitudes) > 1.0:
             raise ToneSettingsError("the tone's amplitudes add up to more than full scale")
-        n = self.settings.samples(duration_ms)
+        n = max(self.settings.samples(duration_ms), 1)
         t = np.arange(n) / self.settings.rate
         wave_ = np.zeros(n)
         for hz, amplitude in zip(frequencies, amplitudes, strict=True):
             wave_ += amplitude * np.sin(2.0 * np.pi * hz * t)
         return np.round(wave_ * self._envelope(n) * FULL_SCALE).astype(np.int16)
 
-    def burst(self, key: str, duration_ms: int) -> Samples:
-        """One digit's tone, without its gap."""
-        cached = self._bursts.get((key, duration_ms))
+    def burst(self, key: str, samples: int) -> Samples:
+        """One digit's tone, ``samples`` long, without its gap."""
+        cached = self._bursts.get((key, samples))
         if cached is None:
-            cached = self.tone(FREQUENCIES[key], duration_ms)
+            cached = self.tone(FREQUENCIES[key], samples * 1000 / self.settings.rate)
             cached.setflags(write=False)
-            self._bursts[(key, duration_ms)] = cached
+            self._bursts[(key, samples)] = cached
         return cached
 
     def silence(self, ms: float) -> Samples:
         return np.zeros(self.settings.samples(ms), dtype=np.int16)
 
     def render(self, plan: TonePlan) -> Samples:
-        """The plan as mono PCM: each digit, then its gap; pauses as silence."""
-        gap = self.silence(plan.timing.gap_ms)
-        parts: list[Samples] = []
+        """The plan as mono PCM: each digit, then its gap; pauses as silence.
+
+        Segment edges are placed on the sample nearest their ideal time, counted
+        from the start, so rounding never accumulates over a long string.
+        """
+        rate = self.settings.rate
+        out = np.zeros(round(plan.seconds * rate), dtype=np.int16)
+        ms = 0
         for symbol in plan.symbols:
             if isinstance(symbol, Tone):
-                parts.append(self.burst(symbol.key, plan.timing.duration_ms))
-                parts.append(gap)
+                start = round(ms * rate / 1000)
+                ms += plan.timing.duration_ms
+                end = round(ms * rate / 1000)
+                out[start:end] = self.burst(symbol.key, end - start)
+                ms += plan.timing.gap_ms
             elif isinstance(symbol, Pause):
-                parts.append(self.silence(symbol.ms))
-        if not parts:
-            return np.zeros(0, dtype=np.int16)
-        return np.concatenate(parts)
+                ms += symbol.ms
+        return out
 
 
 def route(mono: Samples, channels: int, tone_channels: frozenset[int]) -> Samples:
@@ -202,7 +208,9 @@ def route(mono: Samples, channels: int, tone_channels: frozenset[int]) -> Sample
 def write_wav(path: str | Path, samples: Samples, rate: int) -> None:
     """Write 16-bit PCM; ``samples`` is mono (n,) or interleaved frames (n, channels)."""
     channels = 1 if samples.ndim == 1 else samples.shape[1]
-    with wave.open(str(path), "wb") as out:
+    # Open the file first: wave.open(path) leaves a half-built object behind
+    # (and a warning on stderr) when the path cannot be created.
+    with open(path, "wb") as f, wave.open(f, "wb") as out:
         out.setnchannels(channels)
         out.setsampwidth(2)
         out.setframerate(rate)

@@ -19,7 +19,10 @@ needs_multimon = pytest.mark.skipif(
 DECODER_RATE = 22050  # multimon-ng's native input rate
 
 
-def resample(samples: npt.NDArray[np.int16], rate: int, to: int = DECODER_RATE) -> npt.NDArray[np.int16]:
+Pcm = npt.NDArray[np.int16]
+
+
+def resample(samples: Pcm, rate: int, to: int = DECODER_RATE) -> Pcm:
     """Linear-interpolation resampling: enough for DTMF, which sits below 1.7 kHz."""
     if rate == to:
         return samples
@@ -67,5 +70,6 @@ def decode_raw(path: str | Path, rate: int, channels: int = 1, channel: int = 0)
     """Decode raw little-endian int16 interleaved PCM (an ALSA ``file`` plugin's output)."""
     data = np.fromfile(str(path), dtype="<i2").astype(np.int16)
     if channels > 1:
-        data = np.ascontiguousarray(data[: len(data) // channels * channels].reshape(-1, channels)[:, channel])
+        frames = data[: len(data) // channels * channels].reshape(-1, channels)
+        data = np.ascontiguousarray(frames[:, channel])
     return multimon_decode(data, rate)

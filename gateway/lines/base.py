@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from gateway.errors import NotSupported
 from gateway.keys import parse_keys
-from gateway.tones import TonePlan, Timing
+from gateway.tones import Timing, TonePlan
 
 
 class Party(enum.Enum):

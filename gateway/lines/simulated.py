@@ -21,7 +21,7 @@ import numpy as np
 from gateway.errors import LineFault
 from gateway.keys import Pause, Tone
 from gateway.lines.base import CallTiming, HookState, LineDriver, Party, Routing
-from gateway.tones import Samples, ToneEngine, TonePlan, Timing, route
+from gateway.tones import Samples, Timing, ToneEngine, TonePlan, route
 
 
 @dataclass
@@ -130,7 +130,7 @@ class SimulatedLine(LineDriver):
                 break
             digits -= 1
             seconds += (plan.timing.duration_ms + plan.timing.gap_ms) / 1000
-        return int(round(seconds * self.engine.settings.rate))
+        return round(seconds * self.engine.settings.rate)
 
     def speak(self, text: str, language: str | None = None, party: Party = Party.ALL) -> None:
         # No synthesiser here: the simulation logs what would be said and spends
@@ -154,7 +154,8 @@ class SimulatedLine(LineDriver):
         with self._lock:
             self._call_id = call_id
             self._log = []
-            out = wave.open(str(self.record_dir / f"{call_id}.wav"), "wb")
+            # Open for the whole call; closed in end_call (or close).
+            out = wave.open(str(self.record_dir / f"{call_id}.wav"), "wb")  # noqa: SIM115
             out.setnchannels(self.options.routing.channels)
             out.setsampwidth(2)
             out.setframerate(self.engine.settings.rate)

@@ -1,0 +1,69 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway import __version__
+from tests.support import decode_wav, needs_multimon
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+@needs_multimon
+def test_render_decodes_to_exactly_the_keys(tmp_path: Path) -> None:
+    out = tmp_path / "x.wav"
+    result = cli("render", "0123456789*#ABCD", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert decode_wav(out) == "0123456789*#ABCD"
+
+
+@needs_multimon
+def test_render_options(tmp_path: Path) -> None:
+    from gateway.tones import read_wav
+
+    out = tmp_path / "x.wav"
+    result = cli("render", "1w2", "-o", str(out), "--rate", "48000", "--duration", "40",
+                 "--gap", "50", "--level", "-20")
+    assert result.returncode == 0, result.stderr
+    samples, rate = read_wav(out)
+    assert rate == 48000
+    # 100 ms lead, 2 x (40 + 50) ms, 500 ms pause, 100 ms tail.
+    assert len(samples) == round(48000 * 0.88)
+    assert abs(int(samples.max())) < 32767 * (10 ** (-20 / 20) + 10 ** (-18 / 20))
+    assert decode_wav(out) == "12"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["render", "12x", "-o", "x.wav"], "invalid key 'x' at position 3"),
+        (["render", "1", "-o", "x.wav", "--gap", "10"], "gap 10 ms is below the minimum 50 ms"),
+        (["render", "1", "-o", "x.wav", "--rate", "9000"], "rate 9000 Hz is not one of"),
+        (["render", "1", "-o", "x.wav", "--rate", "fast"], "argument --rate: invalid int value"),
+        (["render", "1"], "the following arguments are required: -o/--output"),
+        (["render", "1", "-o", "/nonexistent/dir/x.wav"], "cannot write /nonexistent/dir/x.wav"),
+        (["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
+    ],
+)
+def test_bad_options_get_one_line_and_status_2(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("dtmf-gateway: error: ")
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_version() -> None:
+    result = cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"dtmf-gateway {__version__}"
