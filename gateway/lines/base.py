@@ -110,6 +110,8 @@ class LineDriver(ABC):
 
     def __init__(self, name: str) -> None:
         self.name = name
+        #: Outbound call timing; drivers set it from their options.
+        self.call_timing = CallTiming()
         self.ring_handler: RingHandler | None = None
         self._hook = HookState.ON_HOOK
         self._hook_lock = threading.Lock()
@@ -154,15 +156,23 @@ class LineDriver(ABC):
         """Say ``text`` on the line. Tone-only hardware raises NotSupported."""
         raise NotSupported(f"line {self.name!r} ({self.driver_name}) cannot speak")
 
-    def place_call(self, dialed: str, timing: Timing, call_timing: CallTiming) -> None:
+    def place_call(
+        self, dialed: str, timing: Timing, call_timing: CallTiming | None = None
+    ) -> None:
         """Off hook, wait for dial tone, dial ``dialed`` in DTMF, wait for an answer.
 
+        ``call_timing`` defaults to the driver's own :attr:`call_timing`.
         Drivers with their own dialler (a modem) override this.
         """
+        call_timing = call_timing or self.call_timing
         self.off_hook()
-        time.sleep(call_timing.dial_tone_ms / 1000)
+        self._wait(call_timing.dial_tone_ms / 1000)
         self.emit(TonePlan(parse_keys(dialed), timing))
-        time.sleep(call_timing.answer_wait_ms / 1000)
+        self._wait(call_timing.answer_wait_ms / 1000)
+
+    def _wait(self, seconds: float) -> None:
+        """Time spent on the line (simulations may scale it)."""
+        time.sleep(seconds)
 
     def answer(self) -> None:
         """Take an incoming (ringing) call."""

@@ -42,6 +42,7 @@ class SimulatedLine(LineDriver):
     def __init__(self, name: str, options: SimulatedOptions, engine: ToneEngine) -> None:
         super().__init__(name)
         self.options = options
+        self.call_timing = options.call_timing
         self.engine = engine
         self.record_dir = Path(options.record_dir)
         self.events: collections.deque[tuple[float, str]] = collections.deque(maxlen=1000)
@@ -60,7 +61,7 @@ class SimulatedLine(LineDriver):
             self._log.append(f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(stamp))}"
                              f".{int(stamp * 1000) % 1000:03d}Z {what}")
 
-    def _sleep(self, seconds: float) -> None:
+    def _wait(self, seconds: float) -> None:
         if self.options.time_scale > 0:
             time.sleep(seconds * self.options.time_scale)
 
@@ -92,10 +93,11 @@ class SimulatedLine(LineDriver):
             self._event("on-hook")
 
     # -- signalling ------------------------------------------------------------
-    def place_call(self, dialed: str, timing: Timing, call_timing: CallTiming) -> None:
+    def place_call(
+        self, dialed: str, timing: Timing, call_timing: CallTiming | None = None
+    ) -> None:
         self._event(f"dial {dialed}")
-        # The simulation's own timing wins: tests set it per line.
-        super().place_call(dialed, timing, self.options.call_timing)
+        super().place_call(dialed, timing, call_timing)
         self._event("answered")
 
     def emit(self, plan: TonePlan, party: Party = Party.ALL) -> None:
@@ -111,14 +113,14 @@ class SimulatedLine(LineDriver):
             # Emulate hardware dying part-way: what was sent before is on the line.
             cut = self._samples_for_digits(plan, self.fail_after_digits)
             self._record(frames[:cut])
-            self._sleep(cut / self.engine.settings.rate)
+            self._wait(cut / self.engine.settings.rate)
             self.fail_after_digits = None
             self.on_hook()
             raise LineFault(f"line {self.name!r}: simulated hardware fault")
         if self.fail_after_digits is not None:
             self.fail_after_digits -= digits
         self._record(frames)
-        self._sleep(plan.seconds)
+        self._wait(plan.seconds)
 
     def _samples_for_digits(self, plan: TonePlan, digits: int) -> int:
         seconds = 0.0
@@ -142,7 +144,7 @@ class SimulatedLine(LineDriver):
         routing = self.options.routing
         self._record(route(self.engine.silence(seconds * 1000), routing.channels,
                            routing.channels_for(party)))
-        self._sleep(seconds)
+        self._wait(seconds)
 
     def ring(self, caller_id: str | None = None) -> None:
         """Ring the line from outside (tests, the console)."""
