@@ -46,3 +46,24 @@ class LineBusy(LineError):
 
 class NotSupported(LineError):
     """The driver cannot do this (e.g. speak on a tone-only transceiver)."""
+
+
+class CallFailed(LineError):
+    """An outbound call did not connect (busy, no dial tone, no answer, no free line).
+
+    ``state`` is the result state the API reports in code 402, e.g. ``Busy``,
+    ``NoDialTone``, ``NoAnswer``, ``NoFreeLine``.
+    """
+
+    def __init__(self, dialed: str, state: str, detail: str = "") -> None:
+        super().__init__(detail or f"call to {dialed!r} failed: {state}")
+        self.dialed = dialed
+        self.state = state
+
+
+class CallNotFound(GatewayError, LookupError):
+    """No active call has this id (API code 601)."""
+
+    def __init__(self, call_id: str) -> None:
+        super().__init__(f"no active call with id {call_id!r}")
+        self.call_id = call_id
