@@ -1,0 +1,493 @@
+"""Line control on GPIO: the hook relay, the ring detector and loop-current sense.
+
+An audio line (a sound card feeding a DAA/FXO module) cannot take the line off
+hook or hear it ring by itself. A relay on a GPIO output closes the loop, an
+optocoupler across the line's ring path pulls a GPIO input while the line
+rings, and an optional second optocoupler in the loop reports loop current.
+
+Pins come from gpiozero's pin factory: lgpio on a Pi 5 (and any Pi with a
+recent kernel), RPi.GPIO on older systems, ``mock`` in tests. Nothing here
+touches a pin before :meth:`LineControl.open`.
+
+Ringing reaches the input as 20 Hz pulses (one per half-cycle through the
+optocoupler's LED, or a steady level behind an RC filter) in a cadence such as
+2 s on / 4 s off (North America) or 0.4/0.2/0.4 s on, 2 s off (UK). The
+:class:`RingCadence` turns that into rings (one per burst that lasts) and
+incoming calls (one per cadence), so forty pulses make one call, not forty.
+
+Fail-safe: the relay is created released, released again by :meth:`close`,
+on any fault, at interpreter exit, and :meth:`LineControl.on_hook` never raises
+and may be called from any thread (the shutdown path and signal handlers).
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.errors import LineFault
+
+log = logging.getLogger(__name__)
+
+#: Longest gap between ring pulses that still counts as one burst. Ringing is
+#: 16 2/3 to 25 Hz (50 Hz in places), so an unfiltered optocoupler goes quiet
+#: for at most about 60 ms inside a burst; 100 ms also bridges slow edges.
+RING_PULSE_GAP_S = 0.1
+
+#: gpiozero's own factory names (its ``GPIOZERO_PIN_FACTORY`` values), plus
+#: ``mock``. An empty name leaves the choice to gpiozero.
+PIN_FACTORIES = {
+    "lgpio": ("gpiozero.pins.lgpio", "LGPIOFactory"),
+    "rpigpio": ("gpiozero.pins.rpigpio", "RPiGPIOFactory"),
+    "pigpio": ("gpiozero.pins.pigpio", "PiGPIOFactory"),
+    "native": ("gpiozero.pins.native", "NativeFactory"),
+    "mock": ("gpiozero.pins.mock", "MockFactory"),
+}
+PULLS = ("up", "down", "off")
+
+_factories: dict[str, Any] = {}
+_factories_lock = threading.Lock()
+
+
+def pin_factory(name: str) -> Any:
+    """The shared gpiozero factory called ``name`` (``None`` for ``""``: gpiozero's default).
+
+    One instance per name for the whole process, so two lines that name the
+    same pin collide with gpiozero's "pin in use" instead of both driving it.
+    """
+    if not name:
+        return None
+    with _factories_lock:
+        factory = _factories.get(name)
+        if factory is None:
+            module_name, class_name = PIN_FACTORIES[name]
+            try:
+                factory = getattr(importlib.import_module(module_name), class_name)()
+            except Exception as exc:
+                raise LineFault(f"GPIO: cannot load pin factory {name!r}: {exc}") from exc
+            _factories[name] = factory
+        return factory
+
+
+@dataclass
+class GpioOptions:
+    """``[line.gpio]``: the hook relay, ring detector and loop-current sense.
+
+    Pins are BCM GPIO numbers (``GPIO17`` is 17, header pin 11). A pin left
+    out is not used: a line without ``hook_relay_pin`` never seizes the line
+    itself (e.g. a PBX port that is always off hook).
+    """
+
+    #: gpiozero pin factory: "" lets gpiozero choose (``GPIOZERO_PIN_FACTORY``,
+    #: else lgpio, rpigpio, pigpio, native); or one of those names, or "mock".
+    pin_factory: str = ""
+    hook_relay_pin: int | None = field(default=None, metadata={"min": 0, "max": 27})
+    #: true: the pin goes high to take the line off hook (a transistor driver);
+    #: false for the common opto-isolated relay boards that switch on a low input.
+    hook_relay_active_high: bool = True
+    #: Contact bounce and DAA settling after the relay closes, before audio.
+    hook_settle_ms: int = field(default=50, metadata={"min": 0, "max": 2000})
+    ring_detect_pin: int | None = field(default=None, metadata={"min": 0, "max": 27})
+    #: "up" for an optocoupler that pulls the input to ground while ringing,
+    #: "down" for one that drives it high, "off" for an external resistor.
+    ring_detect_pull: str = "up"
+    #: Only with pull "off": whether ringing drives the input high.
+    ring_detect_active_high: bool = False
+    #: Glitch filter on the input edges, in the pin library (lgpio, RPi.GPIO).
+    ring_debounce_ms: float = field(default=5.0, metadata={"min": 0.0, "max": 20.0})
+    #: Ring activity must still be there this long after it starts to be a
+    #: ring: a click from a parallel phone or a line transient is not a call.
+    ring_min_ms: int = field(default=150, metadata={"min": 0, "max": 2000})
+    #: Rings no further apart than this belong to one incoming call; longer
+    #: than the longest silence of any cadence (4 s in North America).
+    ring_timeout_ms: int = field(default=6000, metadata={"min": 500, "max": 30000})
+    #: Ring input ignored this long after the hook changes: the relay and the
+    #: loop make transients that can light the optocoupler.
+    ring_guard_ms: int = field(default=500, metadata={"min": 0, "max": 5000})
+    loop_current_pin: int | None = field(default=None, metadata={"min": 0, "max": 27})
+    loop_current_pull: str = "up"
+    loop_current_active_high: bool = False
+    #: After going off hook, loop current must show within this time, else the
+    #: line is dead (unplugged, relay not switching) and the seizure a fault.
+    loop_current_wait_ms: int = field(default=500, metadata={"min": 10, "max": 5000})
+
+    def __post_init__(self) -> None:
+        if self.pin_factory and self.pin_factory not in PIN_FACTORIES:
+            names = ", ".join(PIN_FACTORIES)
+            raise ValueError(f"pin_factory: {self.pin_factory!r} is not one of {names} (or \"\")")
+        for prefix in ("ring_detect", "loop_current"):
+            pull = getattr(self, f"{prefix}_pull")
+            if pull not in PULLS:
+                raise ValueError(f"{prefix}_pull: {pull!r} is not one of up, down, off")
+            active_high = getattr(self, f"{prefix}_active_high")
+            # The pull holds the idle level, so the active level is the other one.
+            if (pull == "up" and active_high) or (pull == "down" and not active_high):
+                raise ValueError(
+                    f"{prefix}_active_high: with pull {pull!r} the input idles "
+                    f"{'high' if pull == 'up' else 'low'}, so it cannot be active "
+                    f"{'high' if active_high else 'low'}; set {prefix}_pull = \"off\" "
+                    "for an external resistor"
+                )
+        used: dict[int, str] = {}
+        for name in ("hook_relay_pin", "ring_detect_pin", "loop_current_pin"):
+            pin = getattr(self, name)
+            if pin is None:
+                continue
+            if pin in used:
+                raise ValueError(f"{name}: GPIO{pin} is already the {used[pin]}")
+            used[pin] = name
+
+    @property
+    def configured(self) -> bool:
+        pins = (self.hook_relay_pin, self.ring_detect_pin, self.loop_current_pin)
+        return any(p is not None for p in pins)
+
+
+class RingCadence:
+    """Ring-detect activity to rings and incoming calls; fed timestamps, no I/O.
+
+    A *burst* is activity with no gap longer than :data:`RING_PULSE_GAP_S`. A
+    burst that is still alive ``ring_min_s`` after it began is a *ring*. A ring
+    that starts more than ``ring_timeout_s`` after the last activity of the
+    current call starts a new *call*. :meth:`edge` and :meth:`check` return
+    True exactly when a new call starts.
+    """
+
+    def __init__(self, ring_min_s: float, ring_timeout_s: float) -> None:
+        self.ring_min_s = ring_min_s
+        self.ring_timeout_s = ring_timeout_s
+        self.rings = 0
+        self.calls = 0
+        self.burst = 0  # id of the current burst, for a delayed check
+        self._active = False
+        self._last_edge: float | None = None
+        self._burst_start = 0.0
+        self._burst_counted = True
+        self._call_last: float | None = None
+
+    def reset(self) -> None:
+        """Forget the current call (the line was answered or seized)."""
+        self._active = False
+        self._last_edge = None
+        self._burst_counted = True
+        self._call_last = None
+
+    def _alive(self, now: float) -> bool:
+        return self._active or (
+            self._last_edge is not None and now - self._last_edge <= RING_PULSE_GAP_S
+        )
+
+    def edge(self, now: float, active: bool) -> bool:
+        """The input changed to ``active`` at ``now``."""
+        if active and not self._alive(now):
+            self.burst += 1
+            self._burst_start = now
+            self._burst_counted = False
+        self._active = active
+        self._last_edge = now
+        if self._call_last is not None and now - self._call_last <= self.ring_timeout_s:
+            self._call_last = now
+        return self.check(now)
+
+    def check(self, now: float, burst: int | None = None) -> bool:
+        """Whether the current burst has just become a ring that starts a call.
+
+        ``burst`` names the burst a delayed check was scheduled for; a check
+        for a burst that has since died and been replaced does nothing.
+        """
+        if self._burst_counted or (burst is not None and burst != self.burst):
+            return False
+        # A tolerance of a millisecond: timers fire early by a hair on some kernels.
+        if not self._alive(now) or now - self._burst_start < self.ring_min_s - 0.001:
+            return False
+        self._burst_counted = True
+        self.rings += 1
+        new_call = (
+            self._call_last is None or self._burst_start - self._call_last > self.ring_timeout_s
+        )
+        self._call_last = now
+        if new_call:
+            self.calls += 1
+        return new_call
+
+    def ringing(self, now: float) -> bool:
+        """Whether a call is ringing: a ring within the last ``ring_timeout_s``."""
+        return self._call_last is not None and (
+            self._alive(now) or now - self._call_last <= self.ring_timeout_s
+        )
+
+
+class LineControl:
+    """One line's GPIO: compose it into a driver and call its hook methods.
+
+    ``hook_relay``, ``ring_detect`` and ``loop_current`` are the gpiozero
+    devices (``None`` when not configured or not open). ``on_incoming`` is
+    called, on a thread of its own, once per incoming call.
+    """
+
+    def __init__(
+        self,
+        line: str,
+        options: GpioOptions,
+        on_incoming: Callable[[], None] | None = None,
+        factory: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.line = line
+        self.options = options
+        self.on_incoming = on_incoming
+        self._factory = factory
+        self._clock = clock
+        self.hook_relay: Any = None
+        self.ring_detect: Any = None
+        self.loop_current: Any = None
+        self.cadence = RingCadence(options.ring_min_ms / 1000, options.ring_timeout_ms / 1000)
+        # Re-entrant: on_hook may come from a signal handler on a thread that
+        # is inside another method of this object.
+        self._lock = threading.RLock()
+        self._off_hook = False
+        self._guard_until = 0.0
+        self._timer: threading.Timer | None = None
+        self._exit_hook: Callable[[], None] | None = None
+        self.fault: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+    def open(self) -> None:
+        """Claim the pins, relay released. Raises LineFault with the pin and the cause."""
+        with self._lock:
+            if any(d is not None for d in (self.hook_relay, self.ring_detect, self.loop_current)):
+                return
+            opts = self.options
+            if not opts.configured:
+                return
+            factory = self._factory if self._factory is not None else pin_factory(opts.pin_factory)
+            try:
+                from gpiozero import DigitalInputDevice, DigitalOutputDevice
+            except ImportError as exc:  # pragma: no cover - gpiozero is a dependency
+                raise LineFault(f"GPIO: gpiozero is not installed ({exc})") from exc
+            what = ""
+            try:
+                if opts.hook_relay_pin is not None:
+                    what = f"hook relay on GPIO{opts.hook_relay_pin}"
+                    self.hook_relay = DigitalOutputDevice(
+                        opts.hook_relay_pin,
+                        active_high=opts.hook_relay_active_high,
+                        initial_value=False,
+                        pin_factory=factory,
+                    )
+                if opts.ring_detect_pin is not None:
+                    what = f"ring detect on GPIO{opts.ring_detect_pin}"
+                    bounce = opts.ring_debounce_ms / 1000 or None
+                    self.ring_detect = DigitalInputDevice(
+                        opts.ring_detect_pin,
+                        bounce_time=bounce,
+                        pin_factory=factory,
+                        **_pull_args(opts.ring_detect_pull, opts.ring_detect_active_high),
+                    )
+                    self.ring_detect.when_activated = self._ring_activated
+                    self.ring_detect.when_deactivated = self._ring_deactivated
+                if opts.loop_current_pin is not None:
+                    what = f"loop-current sense on GPIO{opts.loop_current_pin}"
+                    self.loop_current = DigitalInputDevice(
+                        opts.loop_current_pin,
+                        pin_factory=factory,
+                        **_pull_args(opts.loop_current_pull, opts.loop_current_active_high),
+                    )
+            except LineFault:
+                self._release_devices()
+                raise
+            except Exception as exc:
+                # gpiozero's errors (pin in use, no factory, bad pin) and the
+                # backends' own (lgpio.error, RuntimeError from RPi.GPIO).
+                self._release_devices()
+                raise LineFault(f"GPIO: cannot open {what}: {exc}") from exc
+            self._off_hook = False
+            self._guard_until = self._clock() + opts.ring_guard_ms / 1000
+            self.cadence.reset()
+            self.fault = None
+            ref = weakref.ref(self)
+
+            def release_at_exit() -> None:
+                control = ref()
+                if control is not None:
+                    control.on_hook()
+
+            # atexit runs last-registered first: this runs before gpiozero's
+            # own exit handler closes the pins (which does not drive them off).
+            self._exit_hook = release_at_exit
+            atexit.register(release_at_exit)
+
+    def close(self) -> None:
+        """Release the relay and the pins. Safe twice, from any thread."""
+        with self._lock:
+            self.on_hook()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._release_devices()
+            if self._exit_hook is not None:
+                atexit.unregister(self._exit_hook)
+                self._exit_hook = None
+
+    def _release_devices(self) -> None:
+        for name in ("hook_relay", "ring_detect", "loop_current"):
+            device = getattr(self, name)
+            if device is None:
+                continue
+            setattr(self, name, None)
+            try:
+                if name == "hook_relay":
+                    device.off()
+                device.close()
+            except Exception as exc:
+                log.warning("line %s: closing %s: %s", self.line, name, exc)
+
+    def __enter__(self) -> LineControl:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- hook ------------------------------------------------------------------
+    @property
+    def is_off_hook(self) -> bool:
+        return self._off_hook
+
+    def off_hook(self) -> None:
+        """Close the loop. With loop-current sense, LineFault if no current flows."""
+        opts = self.options
+        with self._lock:
+            self._off_hook = True
+            self.cadence.reset()
+            relay = self.hook_relay
+            if relay is None:
+                return
+            try:
+                relay.on()
+            except Exception as exc:
+                self.on_hook()
+                raise self._fault(f"GPIO: hook relay on GPIO{opts.hook_relay_pin}: {exc}") from exc
+        if opts.hook_settle_ms:
+            time.sleep(opts.hook_settle_ms / 1000)
+        sense = self.loop_current
+        if sense is not None and not sense.wait_for_active(opts.loop_current_wait_ms / 1000):
+            self.on_hook()
+            raise self._fault(
+                f"no loop current {opts.loop_current_wait_ms} ms after going off hook "
+                "(line unplugged, or the hook relay did not close)"
+            )
+
+    def on_hook(self) -> None:
+        """Release the relay. Never raises; safe from any thread, at any moment."""
+        with self._lock:
+            was_off = self._off_hook
+            self._off_hook = False
+            if was_off:
+                self._guard_until = self._clock() + self.options.ring_guard_ms / 1000
+            relay = self.hook_relay
+            if relay is None:
+                return
+            try:
+                relay.off()
+            except Exception as exc:
+                # Nothing more software can do: the hardware notes' pull
+                # resistor releases the relay when the pin lets go.
+                self.fault = f"GPIO: cannot release the hook relay: {exc}"
+                log.error("line %s: %s", self.line, self.fault)
+
+    def _fault(self, message: str) -> LineFault:
+        self.fault = message
+        return LineFault(message)
+
+    @property
+    def relay_energised(self) -> bool | None:
+        """The relay output as driven (None without a relay)."""
+        relay = self.hook_relay
+        return None if relay is None else bool(relay.value)
+
+    @property
+    def has_loop_current(self) -> bool | None:
+        sense = self.loop_current
+        return None if sense is None else bool(sense.is_active)
+
+    # -- ringing -----------------------------------------------------------------
+    @property
+    def ringing(self) -> bool:
+        return self.cadence.ringing(self._clock())
+
+    def _ring_activated(self) -> None:
+        self._ring_edge(True)
+
+    def _ring_deactivated(self) -> None:
+        self._ring_edge(False)
+
+    def _ring_edge(self, active: bool) -> None:
+        now = self._clock()
+        with self._lock:
+            if self._off_hook or now < self._guard_until:
+                return
+            burst = self.cadence.burst
+            new_call = self.cadence.edge(now, active)
+            if self.cadence.burst != burst and self.options.ring_min_ms:
+                # A steady level (an RC-filtered optocoupler) makes no more
+                # edges, so look again when the burst is old enough to count.
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = threading.Timer(
+                    self.options.ring_min_ms / 1000, self._ring_timer, (self.cadence.burst,)
+                )
+                self._timer.daemon = True
+                self._timer.start()
+        if new_call:
+            self._incoming()
+
+    def _ring_timer(self, burst: int) -> None:
+        now = self._clock()
+        with self._lock:
+            if self._off_hook or self.ring_detect is None:
+                return
+            new_call = self.cadence.check(now, burst)
+        if new_call:
+            self._incoming()
+
+    def _incoming(self) -> None:
+        handler = self.on_incoming
+        log.info("line %s: incoming call (ring %d)", self.line, self.cadence.rings)
+        if handler is not None:
+            # Off the GPIO event thread, so a slow handler cannot delay edges.
+            threading.Thread(target=handler, name=f"{self.line}-ring", daemon=True).start()
+
+    # -- health ------------------------------------------------------------------
+    def status(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        opts = self.options
+        if opts.hook_relay_pin is not None:
+            out["hook_relay"] = {"pin": f"GPIO{opts.hook_relay_pin}",
+                                 "energised": self.relay_energised}
+        if opts.ring_detect_pin is not None:
+            out["ring_detect"] = {"pin": f"GPIO{opts.ring_detect_pin}", "ringing": self.ringing,
+                                  "rings": self.cadence.rings, "calls": self.cadence.calls}
+        if opts.loop_current_pin is not None:
+            out["loop_current"] = {"pin": f"GPIO{opts.loop_current_pin}",
+                                   "flowing": self.has_loop_current}
+        if self.fault:
+            out["gpio_fault"] = self.fault
+        return out
+
+
+def _pull_args(pull: str, active_high: bool) -> dict[str, object]:
+    # gpiozero derives the active level from the pull; only a floating input
+    # (external resistor) takes active_state.
+    if pull == "up":
+        return {"pull_up": True}
+    if pull == "down":
+        return {"pull_up": False}
+    return {"pull_up": None, "active_state": active_high}
