@@ -10,10 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from gateway import __version__
 from gateway.errors import GatewayError
+
+if TYPE_CHECKING:
+    from gateway.config import Config
 
 PROG = "dtmf-gateway"
 
@@ -55,6 +58,56 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_config(path: str | None) -> Config:
+    from gateway.config import load
+
+    return load(path)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from gateway.server import serve
+
+    config = _load_config(args.config)
+    if args.host:
+        config.server.host = args.host
+    if args.port is not None:
+        if not 0 <= args.port <= 65535:
+            raise UsageError(f"--port {args.port} is outside 0 to 65535")
+        config.server.port = args.port
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stdout,
+    )
+    return serve(config)
+
+
+def _read_password() -> str:
+    import getpass
+
+    if sys.stdin.isatty():
+        first = getpass.getpass("New password: ")
+        if first != getpass.getpass("Again: "):
+            raise UsageError("the two passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _cmd_passwd(args: argparse.Namespace) -> int:
+    from gateway.auth import save_user
+
+    config = _load_config(args.config)
+    password = _read_password()
+    if len(password) < 8:
+        raise UsageError("a password needs at least 8 characters")
+    commands = [c.strip() for c in args.commands.split(",") if c.strip()] if args.commands else None
+    save_user(config.users_path, args.user, password, commands)
+    print(f"user {args.user!r} saved in {config.users_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="DTMF into phone calls, Ozeki HTTP API style.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -72,6 +125,21 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--twist", type=float, default=2.0, metavar="DB",
                         help="high group above low group (default 2)")
     render.set_defaults(func=_cmd_render)
+
+    serve = sub.add_parser("serve", help="run the HTTP API")
+    serve.add_argument("--config", metavar="PATH", help="TOML file (default: one simulated line)")
+    serve.add_argument("--host", help="address to listen on (default from config, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default from config, 9509; 0 = any free)")
+    serve.add_argument("--log-level", default="info",
+                       choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=_cmd_serve)
+
+    passwd = sub.add_parser("passwd", help="create a user or change a password")
+    passwd.add_argument("user", metavar="USER")
+    passwd.add_argument("--config", metavar="PATH", help="the users file is beside it")
+    passwd.add_argument("--commands", metavar="LIST",
+                        help="commands the user may run, e.g. SendDTMF,ListActiveCalls (default all)")
+    passwd.set_defaults(func=_cmd_passwd)
     return parser
 
 

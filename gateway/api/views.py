@@ -1,0 +1,327 @@
+"""``/api``: Ozeki's HTTP API over the call layer.
+
+``GET /api?command=NAME&...`` and ``POST /api`` (form-urlencoded) are the
+same. Parameter names and ``Party`` values are matched case-insensitively.
+Every answer is HTTP 200 with an XML body; what happened is its ``Code``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from gateway import notify, ozml
+from gateway.api.responses import Code, element, message, render
+from gateway.auth import AddressPolicy, Lockout, User, Users
+from gateway.calls import AmbiguousCall, Call, Gateway, Inappropriate
+from gateway.errors import CallFailed, CallNotFound, KeyStringError, LineBusy, LineFault
+from gateway.keys import parse_keys
+from gateway.lines.base import Party
+from gateway.tones import DURATION_MS, GAP_MS, Timing, TonePlan
+
+log = logging.getLogger("gateway.api")
+
+bp = Blueprint("api", __name__)
+
+
+class ApiError(Exception):
+    """Ends a request with ``code``; ``text`` is the whole Message."""
+
+    def __init__(self, code: Code, text: str | None = None) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+
+def invalid(parameter: str, command: str, detail: str = "") -> ApiError:
+    return ApiError(Code.INVALID_PARAMETER,
+                    message(Code.INVALID_PARAMETER, parameter, command, detail=detail))
+
+
+@dataclass
+class ApiState:
+    gateway: Gateway
+    users: Users
+    policy: AddressPolicy
+    lockout: Lockout
+
+
+def state() -> ApiState:
+    api_state: ApiState = current_app.extensions["dtmf_api"]
+    return api_state
+
+
+class Params:
+    """The request's parameters, by lower-cased name, from the query and the form."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+        self.names: dict[str, str] = {}
+        self.repeated: set[str] = set()
+        sources = [request.args]
+        if request.method == "POST":
+            sources.append(request.form)
+        for source in sources:
+            for name, value in source.items(multi=True):
+                key = name.lower()
+                if key in self.values and self.values[key] != value:
+                    self.repeated.add(key)
+                self.values[key] = value
+                self.names.setdefault(key, name)
+
+    def get(self, name: str, command: str, *, required: bool = False) -> str | None:
+        key = name.lower()
+        if key in self.repeated:
+            raise invalid(name, command, "given more than once with different values")
+        value = self.values.get(key)
+        if value is not None:
+            value = value.strip()
+        if required and not value:
+            raise invalid(name, command)
+        return value or None
+
+    def required(self, name: str, command: str) -> str:
+        value = self.get(name, command, required=True)
+        assert value is not None
+        return value
+
+
+# -- commands ---------------------------------------------------------------
+
+
+def _ms(params: Params, name: str, command: str, default: int, bounds: tuple[int, int]) -> int:
+    text = params.get(name, command)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise invalid(name, command, f"{text!r} is not a whole number of ms") from None
+    if not bounds[0] <= value <= bounds[1]:
+        raise invalid(name, command, f"{value} ms is outside {bounds[0]} to {bounds[1]} ms")
+    return value
+
+
+def send_dtmf(params: Params) -> tuple[str, Call]:
+    command = "SendDTMF"
+    gateway = state().gateway
+    keys = params.required("Keys", command)
+    try:
+        symbols = parse_keys(keys)
+    except KeyStringError as exc:
+        raise invalid("Keys", command, str(exc)) from None
+    try:
+        party = Party.parse(params.required("Party", command))
+    except ValueError as exc:
+        raise invalid("Party", command, str(exc)) from None
+    timing = Timing(
+        _ms(params, "Duration", command, gateway.timing.duration_ms, DURATION_MS),
+        _ms(params, "Gap", command, gateway.timing.gap_ms, GAP_MS),
+    )
+    call_id = params.get("CallId", command)
+    try:
+        call = gateway.send_dtmf(call_id, TonePlan(symbols, timing), party)
+    except AmbiguousCall as exc:
+        raise invalid("CallId", command, str(exc)) from None
+    return "", call
+
+
+def place_call(params: Params) -> tuple[str, Call]:
+    command = "Call"
+    dialed = params.required("Dialed", command)
+    try:
+        parse_keys(dialed)
+    except KeyStringError as exc:
+        raise invalid("Dialed", command, str(exc)) from None
+    urls: dict[str, str] = {}
+    for name in ("Url", "ErrorUrl", "FinishedUrl"):
+        value = params.get(name, command) or ""
+        if value:
+            try:
+                notify.check_url(value)
+            except ValueError as exc:
+                raise invalid(name, command, str(exc)) from None
+        urls[name] = value
+    ring_time = params.get("RingTime", command)
+    if ring_time is not None:
+        # Accepted for Ozeki clients; an analog loop has no answer supervision,
+        # so the line's own answer wait decides when the call counts as connected.
+        try:
+            if not 0 < float(ring_time) <= 600:
+                raise ValueError
+        except ValueError:
+            raise invalid("RingTime", command, "expected seconds, 1 to 600") from None
+    script = None
+    inline = params.get("ResponseOzML", command)
+    if inline:
+        try:
+            script = ozml.parse(inline, state().gateway.timing)
+        except ozml.OzmlError as exc:
+            raise ozml_error(exc) from None
+    call = state().gateway.place_call(
+        dialed, url=urls["Url"], script=script, error_url=urls["ErrorUrl"],
+        finished_url=urls["FinishedUrl"],
+    )
+    return "  " + element("CallId", call.call_id) + "\n", call
+
+
+def ozml_error(exc: ozml.OzmlError) -> ApiError:
+    if exc.code == Code.NOT_IMPLEMENTED:
+        return ApiError(Code.NOT_IMPLEMENTED, message(Code.NOT_IMPLEMENTED, exc.detail))
+    if exc.code == Code.INVALID_PARAMETER:
+        return ApiError(Code.INVALID_PARAMETER, message(
+            Code.INVALID_PARAMETER, exc.parameter, exc.command, detail=exc.detail))
+    return ApiError(Code.PARSE_ERROR, message(Code.PARSE_ERROR, exc.detail))
+
+
+def hang_up(params: Params) -> tuple[str, Call]:
+    try:
+        call = state().gateway.hang_up(params.get("CallId", "HangUp"))
+    except AmbiguousCall as exc:
+        raise invalid("CallId", "HangUp", str(exc)) from None
+    return "", call
+
+
+def list_active_calls(params: Params) -> tuple[str, None]:
+    rows = ["  <ActiveCalls>\n"]
+    for call in state().gateway.active_calls():
+        fields = [
+            ("CallId", call.call_id),
+            ("Source", call.source),
+            ("CallerId", call.caller_id or call.source),
+            ("Destination", call.destination),
+            ("CallerDialed", call.dialed),
+            ("CalleeDialed", call.dialed),
+            ("StartTime", call.started_at.strftime("%Y-%m-%d %H:%M:%S")),
+            ("RingDuration", f"{call.ring_seconds:.3f}"),
+            ("TalkDuration", f"{call.talk_seconds:.3f}"),
+            ("CallState", call.state.value),
+        ]
+        rows.append("    <Call>\n")
+        rows.extend(f"      {element(name, value)}\n" for name, value in fields)
+        rows.append("    </Call>\n")
+    rows.append("  </ActiveCalls>\n")
+    return "".join(rows), None
+
+
+Handler = Callable[[Params], tuple[str, Call | None]]
+COMMANDS: dict[str, tuple[str, Handler]] = {
+    "senddtmf": ("SendDTMF", send_dtmf),
+    "call": ("Call", place_call),
+    "hangup": ("HangUp", hang_up),
+    "listactivecalls": ("ListActiveCalls", list_active_calls),
+}
+
+
+# -- access -----------------------------------------------------------------
+
+
+def credentials(params: Params) -> tuple[str, str] | None:
+    username = params.get("Username", "")
+    password = params.get("Password", "")
+    if username and password:
+        return username, password
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "basic" and value:
+        try:
+            user, sep, secret = base64.b64decode(value, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        if sep:
+            return user, secret
+    return None
+
+
+def authenticate(params: Params, address: str, command: str) -> User:
+    api = state()
+    if not api.policy.permits(address):
+        raise ApiError(Code.FORBIDDEN_ADDRESS)
+    if api.lockout.locked(address):
+        log.warning("api refused %s: locked out after repeated failures", address)
+        raise ApiError(Code.FORBIDDEN_ADDRESS)
+    given = credentials(params)
+    if given is None:
+        raise ApiError(Code.AUTH_REQUIRED)
+    user = api.users.verify(*given)
+    if user is None:
+        api.lockout.failed(address)
+        raise ApiError(Code.AUTH_FAILED)
+    api.lockout.succeeded(address)
+    if not user.may(command):
+        raise ApiError(Code.FORBIDDEN_USER)
+    return user
+
+
+# -- the endpoint -------------------------------------------------------------
+
+
+def xml(body: str) -> Response:
+    return Response(body, status=200, content_type="application/xml; charset=utf-8")
+
+
+@bp.route("/api", methods=["GET", "POST"])
+def api() -> Response:
+    started = time.monotonic()
+    address = request.remote_addr or ""
+    command, user, call, line = "", "-", "-", "-"
+    extra = ""
+    try:
+        try:
+            params = Params()
+        except RequestEntityTooLarge:
+            limit = current_app.config["MAX_CONTENT_LENGTH"]
+            raise ApiError(Code.PARSE_ERROR, message(
+                Code.PARSE_ERROR, f"request larger than {limit} bytes")) from None
+        raw = params.get("command", "") or ""
+        name, handler = COMMANDS.get(raw.lower(), (raw, None))
+        command = name
+        user = authenticate(params, address, name).name
+        if handler is None:
+            raise ApiError(Code.NOT_IMPLEMENTED, message(Code.NOT_IMPLEMENTED, raw))
+        extra, answered = handler(params)
+        if answered is not None:
+            call, line = answered.call_id, answered.line
+        code, text = Code.OK, None
+    except ApiError as exc:
+        code, text = exc.code, exc.text
+    except CallNotFound as exc:
+        code, call = Code.CALL_NOT_FOUND, exc.call_id
+        text = message(Code.CALL_NOT_FOUND, exc.call_id)
+    except Inappropriate as exc:
+        code, text = Code.INAPPROPRIATE, message(Code.INAPPROPRIATE, exc.command, detail=str(exc))
+    except CallFailed as exc:
+        code, text = Code.CALL_CONNECT_FAILED, message(
+            Code.CALL_CONNECT_FAILED, exc.dialed, exc.state)
+    except LineFault as exc:
+        line = _line_of(exc)
+        code, text = Code.LINE_FAULT, message(Code.LINE_FAULT, line, exc)
+    except LineBusy as exc:
+        line = _line_of(exc)
+        code, text = Code.LINE_BUSY, message(Code.LINE_BUSY, line, exc)
+    except Exception:
+        log.exception("api: %s failed", command or "request")
+        code, text = Code.INTERNAL_ERROR, None
+    elapsed = time.monotonic() - started
+    metrics = state().gateway.metrics
+    metrics.commands.labels(command or "-", str(int(code))).inc()
+    metrics.request_seconds.labels(command or "-").observe(elapsed)
+    # One line per command. Never the query string: it may carry a password.
+    log.info("api user=%s addr=%s command=%s line=%s call=%s code=%d ms=%.0f",
+             user, address, command or "-", line, call, code, elapsed * 1000)
+    return xml(render(code, text, extra=extra if code == Code.OK else ""))
+
+
+def _line_of(exc: Exception) -> str:
+    """The line a LineFault/LineBusy is about (its message names it first)."""
+    text = str(exc)
+    if text.startswith("line '") and "'" in text[6:]:
+        return text[6 : text.index("'", 6)]
+    return "-"

@@ -1,0 +1,226 @@
+"""Users, passwords, address lists and lock-out for the API.
+
+Passwords are stored as salted scrypt hashes (``hashlib.scrypt``) in a TOML
+file, one table per user::
+
+    [users.HTTP_User_1]
+    password = "scrypt$16384$8$1$<salt base64>$<hash base64>"
+    commands = ["*"]            # or e.g. ["SendDTMF", "ListActiveCalls"]
+
+scrypt costs tens of milliseconds on a Pi on purpose, so a successful check
+is remembered for a while, keyed by a keyed hash of the user and password
+(never the password itself). An unknown user costs the same scrypt as a
+wrong password, so the time of an answer does not tell which it was.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import os
+import secrets
+import threading
+import time
+import tomllib
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.errors import ConfigError
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 16384, 8, 1
+CACHE_SECONDS = 300.0
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(
+        password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32
+    )
+    b64 = base64.b64encode
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        want = base64.b64decode(digest)
+        got = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n),
+                             r=int(r), p=int(p), dklen=len(want))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, want)
+
+
+# Verifying an unknown user against this keeps its timing that of a real user.
+_DUMMY_HASH = hash_password("no such user", salt=b"\0" * 16)
+
+
+@dataclass
+class User:
+    name: str
+    password_hash: str
+    commands: frozenset[str] = frozenset({"*"})
+
+    def may(self, command: str) -> bool:
+        return "*" in self.commands or command.lower() in self.commands
+
+
+def _valid_username(name: str) -> bool:
+    return 0 < len(name) <= 64 and all(c.isalnum() or c in "._-@" for c in name)
+
+
+def load_users(path: Path) -> dict[str, User]:
+    """The users file, or no users when it does not exist."""
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    users: dict[str, User] = {}
+    for name, table in data.get("users", {}).items():
+        if not isinstance(table, dict) or not isinstance(table.get("password"), str):
+            raise ConfigError(f"{path}: users.{name}.password: missing")
+        commands = table.get("commands", ["*"])
+        if not isinstance(commands, list) or not all(isinstance(c, str) for c in commands):
+            raise ConfigError(f"{path}: users.{name}.commands: expected a list of command names")
+        users[name] = User(name, table["password"], frozenset(c.lower() for c in commands))
+    return users
+
+
+def _toml_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def save_user(path: Path, name: str, password: str, commands: list[str] | None = None) -> None:
+    """Create or change one user, keeping the others; written atomically, mode 0600."""
+    if not _valid_username(name):
+        raise ConfigError(f"user name {name!r}: use letters, digits and . _ - @ (at most 64)")
+    users = load_users(path)
+    old = users.get(name)
+    users[name] = User(
+        name,
+        hash_password(password),
+        frozenset(c.lower() for c in commands) if commands is not None
+        else (old.commands if old else frozenset({"*"})),
+    )
+    lines = ["# dtmf-gateway users: `dtmf-gateway passwd USER` changes them.", ""]
+    for user in users.values():
+        lines.append(f"[users.{_toml_string(user.name)}]")
+        lines.append(f"password = {_toml_string(user.password_hash)}")
+        listed = ", ".join(_toml_string(c) for c in sorted(user.commands))
+        lines.append(f"commands = [{listed}]")
+        lines.append("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("\n".join(lines))
+    os.replace(tmp, path)
+
+
+class Users:
+    """The users file, reloaded when it changes, with a cache of good checks."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._users: dict[str, User] = {}
+        self._stamp: tuple[int, int] | None = None
+        self._cache: dict[bytes, float] = {}
+        self._key = secrets.token_bytes(32)
+        self._lock = threading.Lock()
+
+    def _reload(self) -> None:
+        try:
+            st = self.path.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = (0, 0)
+        if stamp != self._stamp:
+            self._users = load_users(self.path)
+            self._stamp = stamp
+            self._cache.clear()
+
+    def verify(self, name: str, password: str) -> User | None:
+        """The user if the password is right, else None."""
+        with self._lock:
+            self._reload()
+            user = self._users.get(name)
+            key = hmac.new(self._key, f"{name}\0{password}".encode(), "sha256").digest()
+            expiry = self._cache.get(key)
+            if user is not None and expiry is not None and expiry > time.monotonic():
+                return user
+        # scrypt outside the lock: concurrent logins must not queue behind it.
+        ok = check_password(password, user.password_hash if user else _DUMMY_HASH)
+        if user is None or not ok:
+            return None
+        with self._lock:
+            if len(self._cache) > 1000:
+                self._cache.clear()
+            self._cache[key] = time.monotonic() + CACHE_SECONDS
+        return user
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._reload()
+            return len(self._users)
+
+
+@dataclass
+class AddressPolicy:
+    """``server.allow`` / ``server.deny`` as networks."""
+
+    allow: list[str] = field(default_factory=lambda: ["0.0.0.0/0", "::/0"])
+    deny: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._allow = [ipaddress.ip_network(n, strict=False) for n in self.allow]
+        self._deny = [ipaddress.ip_network(n, strict=False) for n in self.deny]
+
+    def permits(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        return any(ip in n for n in self._allow) and not any(ip in n for n in self._deny)
+
+
+class Lockout:
+    """Failed logins per client address; too many in a window locks it out."""
+
+    def __init__(self, failures: int, seconds: float) -> None:
+        self.failures = failures
+        self.seconds = seconds
+        self._seen: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def locked(self, address: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            times = self._seen.get(address)
+            if not times:
+                return False
+            while times and times[0] < now - self.seconds:
+                times.popleft()
+            if not times:
+                del self._seen[address]
+            return len(times) >= self.failures
+
+    def failed(self, address: str) -> None:
+        with self._lock:
+            if len(self._seen) > 10000:
+                # A flood of spoofed-looking addresses must not grow memory without bound.
+                self._seen.clear()
+            self._seen.setdefault(address, deque(maxlen=self.failures)).append(time.monotonic())
+
+    def succeeded(self, address: str) -> None:
+        with self._lock:
+            self._seen.pop(address, None)

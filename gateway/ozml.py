@@ -1,0 +1,160 @@
+"""OzML: the XML scripts a notification's answer runs on a call.
+
+``<Response>`` holds commands run in order. This gateway runs ``SendDTMF``
+(``Party``, ``Keys``, and our ``Duration``/``Gap`` in ms), ``Delay`` (seconds
+as the element's text), ``Speak`` (text, ``Party``, ``Language``) and
+``Hangup``; a script hangs up when it reaches its end, as Ozeki's do.
+
+Documents are parsed with defusedxml: entity expansion, external entities
+and DTDs are refused, which the API answers with code 300.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from xml.etree.ElementTree import Element
+
+import defusedxml.ElementTree as SafeET
+from defusedxml import DefusedXmlException
+
+from gateway.errors import GatewayError
+from gateway.keys import parse_keys
+from gateway.lines.base import Party
+from gateway.tones import Timing, TonePlan
+
+MAX_DOCUMENT_BYTES = 256 * 1024
+MAX_COMMANDS = 256
+MAX_DELAY_S = 600.0
+
+
+class OzmlError(GatewayError, ValueError):
+    """A document that cannot run. ``code`` is the API code that answers it."""
+
+    def __init__(self, code: int, detail: str, parameter: str = "", command: str = "") -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.parameter = parameter
+        self.command = command
+
+
+@dataclass(frozen=True)
+class SendDTMF:
+    plan: TonePlan
+    party: Party
+
+
+@dataclass(frozen=True)
+class Delay:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Speak:
+    text: str
+    party: Party
+    language: str | None
+
+
+@dataclass(frozen=True)
+class Hangup:
+    pass
+
+
+Command = SendDTMF | Delay | Speak | Hangup
+
+
+def _attr(element: Element, name: str) -> str | None:
+    """Attributes are matched case-insensitively, as the API's parameters are."""
+    for key, value in element.attrib.items():
+        if key.lower() == name.lower():
+            return value
+    return None
+
+
+def _party(element: Element, command: str) -> Party:
+    text = _attr(element, "Party")
+    if text is None:
+        return Party.ALL
+    try:
+        return Party.parse(text)
+    except ValueError as exc:
+        raise OzmlError(302, str(exc), "Party", command) from None
+
+
+def _ms(element: Element, name: str, default: int, command: str) -> int:
+    text = _attr(element, name)
+    if text is None:
+        return default
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise OzmlError(302, f"{text!r} is not a whole number of ms", name, command) from None
+
+
+def _send_dtmf(element: Element, timing: Timing) -> SendDTMF:
+    keys = _attr(element, "Keys")
+    if keys is None:
+        keys = (element.text or "").strip()
+    try:
+        symbols = parse_keys(keys)
+    except ValueError as exc:
+        raise OzmlError(302, str(exc), "Keys", "SendDTMF") from None
+    duration = _ms(element, "Duration", timing.duration_ms, "SendDTMF")
+    gap = _ms(element, "Gap", timing.gap_ms, "SendDTMF")
+    try:
+        plan = TonePlan(symbols, Timing(duration, gap))
+    except ValueError as exc:
+        raise OzmlError(302, str(exc), "Duration" if "duration" in str(exc) else "Gap",
+                        "SendDTMF") from None
+    return SendDTMF(plan, _party(element, "SendDTMF"))
+
+
+def _delay(element: Element) -> Delay:
+    text = (element.text or "").strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise OzmlError(302, f"{text!r} is not a number of seconds", "Delay", "Delay") from None
+    if not 0 <= seconds <= MAX_DELAY_S:
+        raise OzmlError(302, f"{seconds:g} s is outside 0 to {MAX_DELAY_S:g} s", "Delay", "Delay")
+    return Delay(seconds)
+
+
+def parse(document: str | bytes, timing: Timing | None = None) -> tuple[Command, ...]:
+    """Parse and check a whole document before any of it runs.
+
+    Raises :class:`OzmlError` with code 300 (not XML, or unsafe XML), 301 (a
+    command this gateway does not run) or 302 (a bad attribute).
+    """
+    timing = timing or Timing()
+    if isinstance(document, str):
+        document = document.encode("utf-8")
+    if len(document) > MAX_DOCUMENT_BYTES:
+        raise OzmlError(300, f"document larger than {MAX_DOCUMENT_BYTES} bytes")
+    try:
+        root = SafeET.fromstring(document, forbid_dtd=True)
+    except DefusedXmlException as exc:
+        raise OzmlError(300, f"unsafe XML refused ({type(exc).__name__})") from None
+    except SafeET.ParseError as exc:
+        raise OzmlError(300, str(exc)) from None
+    if root.tag.lower() != "response":
+        raise OzmlError(300, f"the root element is <{root.tag}>, not <Response>")
+    if len(root) > MAX_COMMANDS:
+        raise OzmlError(300, f"more than {MAX_COMMANDS} commands")
+    commands: list[Command] = []
+    for element in root:
+        tag = element.tag.lower()
+        if tag == "senddtmf":
+            commands.append(_send_dtmf(element, timing))
+        elif tag == "delay":
+            commands.append(_delay(element))
+        elif tag == "speak":
+            language = _attr(element, "Language")
+            commands.append(Speak((element.text or "").strip(), _party(element, "Speak"),
+                                  language.strip() if language else None))
+        elif tag == "hangup":
+            commands.append(Hangup())
+        else:
+            raise OzmlError(301, element.tag, command=element.tag)
+    return tuple(commands)

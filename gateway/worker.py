@@ -1,0 +1,98 @@
+"""One worker thread per line: commands run strictly in order, one at a time.
+
+The queue is bounded so a flood of requests is refused (:class:`LineBusy`)
+instead of growing without limit. Hang-ups bypass the bound: a full queue
+must never keep a line off hook.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from gateway.errors import LineBusy
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class LineWorker:
+    def __init__(self, name: str, queue_size: int) -> None:
+        self.name = name
+        self.queue_size = queue_size
+        self._jobs: collections.deque[tuple[Future[Any], Callable[[], Any]]] = collections.deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self.busy = False
+        self._thread = threading.Thread(target=self._run, name=f"line-{name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        """Jobs waiting, not counting the one running."""
+        with self._cond:
+            return len(self._jobs)
+
+    def depth_gauge(self) -> float:
+        return float(self.depth)
+
+    def submit(self, job: Callable[[], T], *, urgent: bool = False) -> Future[T]:
+        """Queue ``job``; its Future has the result. ``urgent`` jobs (hang-ups)
+        ignore the bound but still wait their turn behind the running job."""
+        future: Future[T] = Future()
+        with self._cond:
+            if self._stopping:
+                raise LineBusy(f"line {self.name!r} is shutting down")
+            if not urgent and len(self._jobs) >= self.queue_size:
+                raise LineBusy(
+                    f"line {self.name!r} has {len(self._jobs)} commands waiting (the limit)"
+                )
+            if urgent:
+                self._jobs.appendleft((future, job))
+            else:
+                self._jobs.append((future, job))
+            self._cond.notify()
+        return future
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._jobs and not self._stopping:
+                    self._cond.wait()
+                if not self._jobs:
+                    return
+                future, job = self._jobs.popleft()
+                self.busy = True
+            try:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(job())
+                    except BaseException as exc:
+                        future.set_exception(exc)
+            finally:
+                with self._cond:
+                    self.busy = False
+                    self._cond.notify_all()
+
+    def stop(self, timeout: float) -> bool:
+        """Refuse new jobs, let queued ones finish within ``timeout``; True if done."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def cancel_pending(self, reason: Exception) -> int:
+        """Fail every job that has not started (used at shutdown)."""
+        with self._cond:
+            jobs = list(self._jobs)
+            self._jobs.clear()
+        for future, _ in jobs:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(reason)
+        return len(jobs)
