@@ -102,7 +102,9 @@ def _cmd_passwd(args: argparse.Namespace) -> int:
     password = _read_password()
     if len(password) < 8:
         raise UsageError("a password needs at least 8 characters")
-    commands = [c.strip() for c in args.commands.split(",") if c.strip()] if args.commands else None
+    commands = None
+    if args.commands:
+        commands = [c.strip() for c in args.commands.split(",") if c.strip()]
     save_user(config.users_path, args.user, password, commands)
     print(f"user {args.user!r} saved in {config.users_path}")
     return 0
@@ -138,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     passwd.add_argument("user", metavar="USER")
     passwd.add_argument("--config", metavar="PATH", help="the users file is beside it")
     passwd.add_argument("--commands", metavar="LIST",
-                        help="commands the user may run, e.g. SendDTMF,ListActiveCalls (default all)")
+                        help="commands the user may run, e.g. SendDTMF,ListActiveCalls"
+                        " (default: all)")
     passwd.set_defaults(func=_cmd_passwd)
     return parser
 

@@ -11,11 +11,13 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from waitress.server import create_server
+from waitress import wasyncore
+from waitress.server import BaseWSGIServer, create_server
 
 from gateway.api import create_app
 from gateway.calls import Gateway
@@ -24,10 +26,6 @@ from gateway.config import Config
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 10.0
-
-
-class _Stop(Exception):
-    """Raised in the main thread by the signal handler to leave waitress's loop."""
 
 
 def serve(
@@ -58,24 +56,55 @@ def serve(
               f"{config.server.port}: {exc.strerror}", file=sys.stderr)
         return 1
 
+    stopping = threading.Event()
+
     def stop(signum: int, frame: FrameType | None) -> None:
-        raise _Stop(signal.Signals(signum).name)
+        log.info("stopping on %s", signal.Signals(signum).name)
+        stopping.set()
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+    # waitress's loop runs in its own thread so that, while stopping, it can
+    # still write the answers of the commands that are allowed to finish.
+    http = threading.Thread(target=server.run, name="http", daemon=True)
+    http.start()
     lines = ", ".join(f"{n} ({ln.driver.driver_name})" for n, ln in gateway.lines.items())
     print(f"dtmf-gateway: serving http://{config.server.host}:{server.effective_port}/api "
           f"on {lines}", flush=True)
     if on_ready is not None:
         on_ready(gateway, server)
     try:
-        server.run()
-    except _Stop as why:
-        log.info("stopping on %s", why)
+        while not stopping.wait(0.5) and http.is_alive():
+            pass
     finally:
-        # First stop accepting, then let each line finish its command and go on hook.
-        server.close()
+        _stop_accepting(server)
+        # Queued commands are refused, the running one on each line finishes,
+        # then every call ends and every line goes on hook.
         gateway.close(STOP_TIMEOUT_S)
+        _drain(server, STOP_TIMEOUT_S)
+        http.join(STOP_TIMEOUT_S)
         log.info("stopped; every line on hook")
     return 0
+
+
+def _stop_accepting(server: Any) -> None:
+    """Close the listening socket only: open connections keep their answers."""
+    if isinstance(server, wasyncore.dispatcher):
+        wasyncore.dispatcher.close(server)
+    else:
+        for sub in getattr(server, "map", {}).values():
+            if isinstance(sub, BaseWSGIServer):
+                wasyncore.dispatcher.close(sub)
+
+
+def _drain(server: Any, timeout: float) -> None:
+    """Wait for in-flight requests to be answered, then close every channel."""
+    dispatcher = server.task_dispatcher
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (dispatcher.active_count or dispatcher.queue):
+        time.sleep(0.05)
+    # A moment for the loop thread to flush the last answers to their sockets.
+    time.sleep(0.2)
+    dispatcher.shutdown(timeout=1)
+    wasyncore.close_all(getattr(server, "_map", None) or getattr(server, "map", None))

@@ -73,3 +73,74 @@ def decode_raw(path: str | Path, rate: int, channels: int = 1, channel: int = 0)
         frames = data[: len(data) // channels * channels].reshape(-1, channels)
         data = np.ascontiguousarray(frames[:, channel])
     return multimon_decode(data, rate)
+
+
+class Receiver:
+    """An integrator's web server on loopback: records the notifications POSTed
+    to it and answers each path with the body set in ``answers`` (404 if none).
+    ``delay`` holds every answer back that many seconds."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+        import urllib.parse
+
+        self.received: list[tuple[str, dict[str, str]]] = []
+        self.answers: dict[str, str] = {}
+        self.delay = 0.0
+        self.event = threading.Condition()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+                with receiver.event:
+                    receiver.received.append((self.path, form))
+                    receiver.event.notify_all()
+                if receiver.delay:
+                    import time
+
+                    time.sleep(receiver.delay)
+                body = receiver.answers.get(self.path)
+                try:
+                    if body is None:
+                        self.send_error(404)
+                        return
+                    data = body.encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass  # the gateway gave up waiting: that is what some tests want
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def wait_for(self, name: str, count: int = 1, timeout: float = 10.0) -> list[dict[str, str]]:
+        """The first ``count`` notifications named ``name`` (waits for them)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        with self.event:
+            while True:
+                found = [f for _, f in self.received if f.get("NotificationName") == name]
+                if len(found) >= count:
+                    return found[:count]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no {name} notification within {timeout} s: "
+                                         f"{self.received}")
+                self.event.wait(left)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
