@@ -1,0 +1,614 @@
+"""The ``modem`` line: DTMF through a serial voice modem (ITU-T V.253 commands).
+
+A USB voice modem is line interface, hook switch, dialler and DTMF generator in
+one, so this driver only speaks AT commands. The port is a pyserial URL:
+``/dev/ttyACM0``, ``socket://host:port`` (a serial server), ``spy:///dev/ttyACM0``
+(the same port with a wire trace on stderr), ``loop://``; ``sim://`` starts the
+simulated modem of :mod:`gateway.lines.modem_sim` on a pseudo-terminal.
+
+On the wire (V.250): a command line is ``AT<body><CR>``. Until ``ATE0`` the
+modem echoes it; then come information text and one final result code, each
+framed ``<CR><LF>...<CR><LF>``. ``RING`` (in voice mode also ``<DLE>R``)
+arrives unsolicited at any moment, inside another command's answer too.
+
+Faults: no answer within a command's timeout, ``ERROR`` where ``OK`` was
+needed, or the port failing (a USB unplug) raise :class:`LineFault`. The line
+then goes on hook as well as it can: ``ATH0`` while the modem still answers,
+and in every case the port is closed, which lowers DTR (with HUPCL, the Linux
+default) and hangs up a modem set to ``&D2``. The next command opens the port
+afresh and runs the whole initialisation again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import serial
+from serial.threaded import LineReader, ReaderThread
+
+from gateway.errors import CallFailed, LineFault
+from gateway.keys import Pause, Tone, parse_keys
+from gateway.lines.base import CallTiming, HookState, LineDriver, Party
+from gateway.tones import Timing, ToneEngine, TonePlan, write_wav
+
+if TYPE_CHECKING:
+    from gateway.lines.modem_sim import SimulatedModem
+
+log = logging.getLogger(__name__)
+
+SIMULATED_PORT = "sim://"
+DLE = 0x10
+#: V.253 voice mode.
+VOICE_CLASS = 8
+#: +VTS durations ({X,dur}, [f1,f2,dur]) are in 10 ms units, 0-255.
+VTS_UNIT_MS = 10
+VTS_MAX_UNITS = 255
+
+#: Final result codes that end a command's answer (V.250, and V.253's VCON).
+FINAL_RESULTS = frozenset(
+    {"OK", "ERROR", "CONNECT", "VCON", "NO CARRIER", "BUSY", "NO DIALTONE", "NO DIAL TONE",
+     "NO ANSWER"}
+)
+#: Dial results that mean the far end is reached (or the modem cannot tell).
+CONNECTED = ("OK", "VCON", "CONNECT")
+#: Dial results that mean the call failed, and the state code 402 reports for them.
+CALL_FAILURES = {
+    "BUSY": "Busy",
+    "NO DIALTONE": "NoDialTone",
+    "NO DIAL TONE": "NoDialTone",
+    # In voice mode NO CARRIER is what a modem says after ringback went unanswered.
+    "NO CARRIER": "NoAnswer",
+    "NO ANSWER": "NoAnswer",
+}
+
+
+def is_final(text: str) -> bool:
+    return (
+        text in FINAL_RESULTS
+        or text.startswith("CONNECT ")
+        or text.startswith(("+CME ERROR", "+CMS ERROR"))
+    )
+
+
+class ModemSilent(LineFault):
+    """The modem did not answer in time: asking it for anything more is pointless."""
+
+
+@dataclass
+class ModemOptions:
+    """``[[line]]`` keys for ``driver = "modem"``."""
+
+    #: pyserial URL of the modem, or ``sim://`` for the simulated modem.
+    port: str = "/dev/ttyACM0"
+    #: Ignored by USB (CDC ACM) modems; what an RS-232 modem's DTE speed is set to.
+    baudrate: int = field(default=115200, metadata={"min": 300, "max": 4000000})
+    #: How long an ordinary command may take to answer.
+    command_timeout_s: float = field(default=2.0, metadata={"min": 0.1, "max": 60.0})
+    #: ``ATZ`` reloads the stored profile and takes longer on some modems.
+    reset_timeout_s: float = field(default=5.0, metadata={"min": 0.1, "max": 60.0})
+    #: ``ATD``: dial tone, dialling, and ringback until the modem gives a result.
+    dial_timeout_s: float = field(default=60.0, metadata={"min": 1.0, "max": 300.0})
+    #: Extra command lines for modem quirks, sent after the standard init.
+    init: list[str] = field(default_factory=list)
+    #: +VTD's unit: 10 ms in V.253; 100 ms in 3GPP 27.007 (GSM modules).
+    vtd_unit_ms: int = 10
+    #: "tones": gaps are [0,0,dur] silences the modem times; "driver": one digit a command.
+    gap_mode: str = "tones"
+    #: Longest command line after "AT" the modem takes (V.250 guarantees 40).
+    max_command_chars: int = field(default=40, metadata={"min": 20, "max": 1024})
+    #: Some modems connect the line in voice mode with AT+VLS=1 instead.
+    off_hook_command: str = "ATH1"
+    #: A RING later than this after the previous one starts a new call.
+    ring_timeout_s: float = field(default=8.0, metadata={"min": 0.1, "max": 60.0})
+    #: After the dial result, how long to wait before the call counts as answered.
+    answer_wait_ms: int = field(default=2000, metadata={"min": 0, "max": 120000})
+    #: With ``sim://``: where each call's rendered audio goes (<CallId>.wav).
+    record_dir: str = field(default="recordings", metadata={"path": True})
+
+    def __post_init__(self) -> None:
+        if not self.port.strip():
+            raise ValueError("port: a pyserial URL such as /dev/ttyACM0 is needed")
+        if self.vtd_unit_ms not in (10, 100):
+            raise ValueError(f"vtd_unit_ms: {self.vtd_unit_ms} is not 10 (V.253) or 100 (27.007)")
+        if self.gap_mode not in ("tones", "driver"):
+            raise ValueError(f"gap_mode: {self.gap_mode!r} is not \"tones\" or \"driver\"")
+        for name, commands in (("init", self.init), ("off_hook_command", [self.off_hook_command])):
+            for command in commands:
+                one_line = command.isascii() and command.isprintable()
+                if not (command[:2].upper() == "AT" and one_line):
+                    raise ValueError(f"{name}: {command!r} is not one AT command line")
+
+
+# -- sending a tone plan as +VTS command lines ------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ToneLine:
+    """One step of sending keys: an ``AT+VTS`` command line, or (``command`` is
+    None) a quiet wait the driver times itself. ``ms`` is its time on the line."""
+
+    command: str | None
+    ms: int
+
+
+def vts_units(ms: int) -> int:
+    """Milliseconds in +VTS units, rounded up: a receiver's minimums are what matter."""
+    return max(1, -(-ms // VTS_UNIT_MS))
+
+
+def tone_lines(plan: TonePlan, max_chars: int, gap_mode: str = "tones") -> list[ToneLine]:
+    """The plan as ``AT+VTS`` command lines and driver-timed waits.
+
+    Every digit is ``{X,dur}``, so its length never depends on +VTD (which
+    ``ATZ`` or another program may have changed, and whose unit differs
+    between V.253 and 27.007). Gaps, in ``gap_mode = "tones"``, are
+    ``[0,0,dur]`` silences inside the same command: the modem's DSP times them
+    to the sample, where a gap made by splitting commands would also carry the
+    serial round trip and the modem's command parsing. Pauses (``w W ,``) are
+    waits the driver keeps between commands. A list longer than the modem's
+    command line is split; at a split the gap is longer by the round trip,
+    never shorter.
+    """
+    tone_units = vts_units(plan.timing.duration_ms)
+    gap_units = vts_units(plan.timing.gap_ms)
+    steps: list[ToneLine] = []
+    elements: list[tuple[str, int]] = []
+
+    def wait(ms: int) -> None:
+        if steps and steps[-1].command is None:
+            ms += steps.pop().ms
+        steps.append(ToneLine(None, ms))
+
+    def flush() -> None:
+        line: list[tuple[str, int]] = []
+        for element in elements:
+            if line and len(_vts_body([*line, element])) > max_chars:
+                steps.append(_vts_line(line))
+                line = []
+            line.append(element)
+        if line:
+            steps.append(_vts_line(line))
+        elements.clear()
+
+    for symbol in plan.symbols:
+        if isinstance(symbol, Tone):
+            elements.append((f"{{{symbol.key},{tone_units}}}", tone_units))
+            if gap_mode == "tones":
+                elements.extend(_silences(gap_units))
+            else:
+                flush()
+                wait(plan.timing.gap_ms)
+        elif isinstance(symbol, Pause):
+            flush()
+            wait(symbol.ms)
+    flush()
+    return steps
+
+
+def _silences(units: int) -> Iterator[tuple[str, int]]:
+    while units > 0:
+        chunk = min(units, VTS_MAX_UNITS)
+        yield f"[0,0,{chunk}]", chunk
+        units -= chunk
+
+
+def _vts_body(elements: list[tuple[str, int]]) -> str:
+    return "+VTS=" + ",".join(text for text, _ in elements)
+
+
+def _vts_line(elements: list[tuple[str, int]]) -> ToneLine:
+    return ToneLine("AT" + _vts_body(elements), sum(u for _, u in elements) * VTS_UNIT_MS)
+
+
+def dial_string(dialed: str) -> str:
+    """``Dialed`` as an ATD dial string: keys as they are, pauses as the modem's
+    comma pause (S8, commonly 2 s; in a Hayes dial string ``w`` means "wait for
+    dial tone", not a pause)."""
+    return "".join(s.key if isinstance(s, Tone) else "," for s in parse_keys(dialed))
+
+
+# -- the AT command engine ----------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    command: str
+    result: str
+    lines: tuple[str, ...] = ()
+
+
+class _Answer:
+    """The answer to one command line, filled in by the reader thread."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+        self.lines: list[str] = []
+        self.result: str | None = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+    def take(self, text: str) -> None:
+        if self.result is not None:
+            log.debug("stray line after %r: %r", self.command, text)
+        elif not self.lines and text.upper() == self.command.upper():
+            pass  # the modem's echo, until ATE0 takes effect
+        elif is_final(text):
+            self.result = text
+            self.done.set()
+        else:
+            self.lines.append(text)
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.done.set()
+
+
+class ATProtocol(LineReader):  # type: ignore[misc]
+    """pyserial's reader-thread protocol for V.250 command lines.
+
+    Results are framed S3 S4 (CR LF) but an echoed command ends with S3 (CR)
+    alone, so lines are split at CR and the LF left at the start of the next
+    is stripped.
+    """
+
+    TERMINATOR = b"\r"
+    ENCODING = "ascii"
+
+    def __init__(
+        self, on_ring: Callable[[], None], on_lost: Callable[[BaseException | None], None]
+    ) -> None:
+        super().__init__()
+        self._on_ring = on_ring
+        self._on_lost = on_lost
+        self._lock = threading.Lock()
+        self._answer: _Answer | None = None
+        self._dle = False
+        self.lost: BaseException | None = None
+
+    def expect(self, command: str) -> _Answer:
+        answer = _Answer(command)
+        with self._lock:
+            self._answer = answer
+        return answer
+
+    def forget(self) -> None:
+        with self._lock:
+            self._answer = None
+
+    def data_received(self, data: bytes) -> None:
+        # V.253 reports voice-mode events as <DLE><code> pairs with no line end:
+        # take them out before the bytes are split into lines.
+        text = bytearray()
+        for byte in data:
+            if self._dle:
+                self._dle = False
+                if byte == ord("R"):
+                    self._on_ring()
+                elif byte != DLE:
+                    log.debug("voice event <DLE>%r", chr(byte))
+            elif byte == DLE:
+                self._dle = True
+            else:
+                text.append(byte)
+        if text:
+            super().data_received(bytes(text))
+
+    def handle_line(self, line: str) -> None:
+        text = line.strip()
+        if not text:
+            return
+        log.debug("modem: %r", text)
+        if text == "RING":
+            self._on_ring()
+            return
+        with self._lock:
+            answer = self._answer
+        if answer is None:
+            log.debug("unsolicited %r", text)
+        else:
+            answer.take(text)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        # Not the base class's: it re-raises in the reader thread, where nobody listens.
+        self.transport = None
+        self.lost = exc if exc is not None else serial.SerialException("port closed")
+        with self._lock:
+            answer = self._answer
+        if answer is not None:
+            answer.fail(self.lost)
+        self._on_lost(exc)
+
+
+class ATPort:
+    """A modem's serial port with pyserial's reader thread; one command at a time."""
+
+    def __init__(
+        self,
+        url: str,
+        baudrate: int,
+        write_timeout: float,
+        on_ring: Callable[[], None],
+        on_lost: Callable[[BaseException | None], None],
+    ) -> None:
+        self.url = url
+        self._baudrate = baudrate
+        self._write_timeout = write_timeout
+        self._protocol = ATProtocol(on_ring, on_lost)
+        self._reader: ReaderThread | None = None
+        self._command_lock = threading.Lock()
+        self._close_lock = threading.Lock()
+
+    def open(self) -> None:
+        try:
+            port = serial.serial_for_url(
+                self.url,
+                baudrate=self._baudrate,
+                write_timeout=self._write_timeout,
+                exclusive=True,
+            )
+            port.reset_input_buffer()
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise LineFault(f"cannot open the modem at {self.url}: {exc}") from exc
+        reader = ReaderThread(port, lambda: self._protocol)
+        reader.name = f"modem-reader {self.url}"
+        reader.start()
+        self._reader = reader
+
+    @property
+    def alive(self) -> bool:
+        reader = self._reader
+        return reader is not None and reader.alive and self._protocol.lost is None
+
+    def command(self, command: str, timeout: float, wait: float) -> Reply:
+        """Send one command line and return its final result, whatever it is.
+
+        ``wait`` bounds how long to wait for another command to finish first.
+        Raises :class:`ModemSilent` when no final result comes within
+        ``timeout``, :class:`LineFault` when the port fails.
+        """
+        if not self._command_lock.acquire(timeout=wait):
+            raise LineFault(f"the modem at {self.url} is still busy; {command!r} was not sent")
+        try:
+            reader = self._reader
+            if reader is None or not self.alive:
+                raise LineFault(f"the modem at {self.url} is gone: {self._protocol.lost}")
+            answer = self._protocol.expect(command)
+            log.debug("host: %r", command)
+            try:
+                reader.write(command.encode("ascii") + self._protocol.TERMINATOR)
+            except (serial.SerialException, OSError) as exc:
+                raise LineFault(f"writing {command!r} to the modem at {self.url}: {exc}") from exc
+            if not answer.done.wait(timeout):
+                raise ModemSilent(
+                    f"the modem at {self.url} did not answer {command!r} within {timeout:g} s"
+                )
+            if answer.error is not None or answer.result is None:
+                raise LineFault(f"the modem at {self.url} is gone: {answer.error}")
+            return Reply(command, answer.result, tuple(answer.lines))
+        finally:
+            self._protocol.forget()
+            self._command_lock.release()
+
+    def close(self) -> None:
+        """Stop the reader and close the port (which lowers DTR). Safe twice."""
+        with self._close_lock:
+            reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+
+
+# -- the driver ---------------------------------------------------------------------------
+
+class ModemLine(LineDriver):
+    driver_name = "modem"
+
+    def __init__(self, name: str, options: ModemOptions, engine: ToneEngine) -> None:
+        super().__init__(name)
+        self.options = options
+        self.engine = engine
+        # The modem waits for dial tone itself (NO DIALTONE otherwise).
+        self.call_timing = CallTiming(dial_tone_ms=0, answer_wait_ms=options.answer_wait_ms)
+        #: The simulated modem behind ``port = "sim://"``.
+        self.simulator: SimulatedModem | None = None
+        self._port: ATPort | None = None
+        self._ring_lock = threading.Lock()
+        self._last_ring: float | None = None
+        self._recording: tuple[str, int] | None = None
+        o = options
+        #: The longest a command may hold the port, so waiting for it is bounded too.
+        self._busy_bound = max(o.dial_timeout_s, o.reset_timeout_s) + o.command_timeout_s + 6.0
+
+    @property
+    def url(self) -> str:
+        return self.simulator.port if self.simulator is not None else self.options.port
+
+    # -- lifecycle ---------------------------------------------------------------
+    def open(self) -> None:
+        if self.options.port == SIMULATED_PORT and self.simulator is None:
+            from gateway.lines.modem_sim import SimulatedModem
+
+            self.simulator = SimulatedModem().start()
+        self._drop_port()
+        self._connect()
+
+    def close(self) -> None:
+        self.on_hook()
+        self._drop_port()
+        if self.simulator is not None:
+            self.simulator.close()
+            self.simulator = None
+
+    def _connect(self) -> None:
+        o = self.options
+        port = ATPort(self.url, o.baudrate, o.command_timeout_s, self._ring_heard, self._port_lost)
+        port.open()
+        self._port = port
+        vtd = -(-Timing().duration_ms // o.vtd_unit_ms)
+        init = [("ATZ", o.reset_timeout_s), ("ATE0", o.command_timeout_s),
+                (f"AT+FCLASS={VOICE_CLASS}", o.command_timeout_s),
+                # For any tone sent without its own duration; ours all carry one.
+                (f"AT+VTD={vtd}", o.command_timeout_s)]
+        init += [(command, o.command_timeout_s) for command in o.init]
+        init.append(("ATH0", o.command_timeout_s))
+        for command, timeout in init:
+            self._command(command, timeout)
+        self._hook = HookState.ON_HOOK
+        self.fault = None
+        log.info("line %s: modem at %s ready", self.name, self.url)
+
+    def _ensure_port(self) -> None:
+        """Reopen (and initialise) the port after a fault or an unplug."""
+        if self._port is not None and self._port.alive:
+            return
+        self._drop_port()
+        self._connect()
+
+    def _drop_port(self) -> None:
+        port, self._port = self._port, None
+        if port is not None:
+            port.close()
+
+    def _command(self, command: str, timeout: float, accept: tuple[str, ...] = ("OK",)) -> Reply:
+        """Run one command; anything but an ``accept``\\ ed result is a fault."""
+        port = self._port
+        if port is None:
+            raise LineFault(f"the modem at {self.url} is not open")
+        try:
+            reply = port.command(command, timeout, wait=self._busy_bound)
+        except ModemSilent as exc:
+            self._fault(str(exc), answers=False)
+            raise
+        except LineFault as exc:
+            self._fault(str(exc), answers=port.alive)
+            raise
+        if reply.result not in accept:
+            reason = f"the modem at {self.url} answered {reply.result} to {command!r}"
+            if "[0,0," in command:
+                reason += ' (a modem without [0,0,dur] silences needs gap_mode = "driver")'
+            self._fault(reason, answers=True)
+            raise LineFault(reason)
+        return reply
+
+    def _fault(self, reason: str, answers: bool) -> None:
+        log.warning("line %s: %s", self.name, reason)
+        self.fault = reason
+        port, self._port = self._port, None
+        if port is not None:
+            if answers:
+                with contextlib.suppress(LineFault):
+                    port.command("ATH0", self.options.command_timeout_s, wait=0)
+            port.close()
+        self._hook = HookState.ON_HOOK
+
+    def _port_lost(self, exc: BaseException | None) -> None:
+        """From the reader thread: the port failed (None: we closed it)."""
+        if exc is not None:
+            self.fault = f"the modem at {self.url} is gone: {exc}"
+            self._hook = HookState.ON_HOOK
+            log.warning("line %s: %s", self.name, self.fault)
+
+    # -- hook --------------------------------------------------------------------
+    def off_hook(self) -> None:
+        self._ensure_port()
+        self._command(self.options.off_hook_command, self.options.command_timeout_s)
+        self._hook = HookState.OFF_HOOK
+
+    def on_hook(self) -> None:
+        with self._ring_lock:
+            self._last_ring = None
+        port = self._port
+        if port is not None and port.alive:
+            timeout = self.options.command_timeout_s
+            try:
+                released = port.command("ATH0", timeout, wait=timeout).result == "OK"
+            except LineFault as exc:
+                self.fault = str(exc)
+                released = False
+            if not released:
+                # Closing the port lowers DTR: the modem's own way to hang up.
+                self._drop_port()
+        self._hook = HookState.ON_HOOK
+
+    # -- signalling --------------------------------------------------------------
+    def emit(self, plan: TonePlan, party: Party = Party.ALL) -> None:
+        # A modem has one audio path: every party hears the tones.
+        o = self.options
+        for step in tone_lines(plan, o.max_command_chars, o.gap_mode):
+            if self._hook is not HookState.OFF_HOOK:
+                raise LineFault(f"line {self.name!r} is on hook: tones would reach nobody")
+            seconds = step.ms / 1000
+            if step.command is None:
+                self._wait(seconds)
+                continue
+            began = time.monotonic()
+            self._command(step.command, o.command_timeout_s + seconds)
+            # Whenever the modem says OK, the tones' time is waited out, so the
+            # next command, or ATH0, cannot cut them short.
+            left = began + seconds - time.monotonic()
+            if left > 0:
+                self._wait(left)
+
+    def place_call(
+        self, dialed: str, timing: Timing, call_timing: CallTiming | None = None
+    ) -> None:
+        """``ATDT<dialed>``: the modem goes off hook, waits for dial tone and dials
+        with its own DTMF timing (S11 on Hayes-style modems, settable in ``init``)."""
+        call_timing = call_timing or self.call_timing
+        number = dial_string(dialed)
+        self._ensure_port()
+        command = f"ATDT{number}"
+        reply = self._command(
+            command, self.options.dial_timeout_s, accept=CONNECTED + tuple(CALL_FAILURES)
+        )
+        if reply.result in CALL_FAILURES:
+            self.on_hook()
+            raise CallFailed(
+                dialed,
+                CALL_FAILURES[reply.result],
+                f"the modem answered {reply.result} dialling {number}",
+            )
+        self._hook = HookState.OFF_HOOK
+        # An analog line has no answer supervision, and what VCON means differs
+        # between chipsets: wait as a person would.
+        self._wait(call_timing.answer_wait_ms / 1000)
+
+    # -- ringing -----------------------------------------------------------------
+    def _ring_heard(self) -> None:
+        """From the reader thread: a RING. One ring cadence is one incoming call."""
+        now = time.monotonic()
+        with self._ring_lock:
+            if self._hook is HookState.OFF_HOOK:
+                return
+            new_call = (
+                self._last_ring is None or now - self._last_ring > self.options.ring_timeout_s
+            )
+            self._last_ring = now
+        if new_call:
+            # Not on the reader thread: a handler that answers the call needs
+            # that thread to read the modem's reply.
+            threading.Thread(target=self._ring, name=f"{self.name}-ring", daemon=True).start()
+
+    # -- calls (recorded with the simulated modem) -------------------------------
+    def begin_call(self, call_id: str) -> None:
+        if self.simulator is not None:
+            self._recording = (call_id, self.simulator.mark())
+
+    def end_call(self, call_id: str) -> None:
+        recording, self._recording = self._recording, None
+        if self.simulator is None or recording is None or recording[0] != call_id:
+            return
+        path = self.recording_path(call_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        audio = self.simulator.render(self.engine, since=recording[1])
+        write_wav(path, audio, self.engine.settings.rate)
+
+    def recording_path(self, call_id: str) -> Path:
+        return Path(self.options.record_dir) / f"{call_id}.wav"
+
+    def status(self) -> dict[str, object]:
+        return {**super().status(), "port": self.url}
