@@ -15,8 +15,6 @@ from gateway.lines.base import LineDriver, Party
 # driver name -> (module, driver class, options dataclass)
 DRIVERS: dict[str, tuple[str, str, str]] = {
     "simulated": ("gateway.lines.simulated", "SimulatedLine", "SimulatedOptions"),
-    "alsa": ("gateway.lines.alsa", "AlsaLine", "AlsaOptions"),
-    "mt8880": ("gateway.lines.mt8880", "MT8880Line", "MT8880Options"),
     "modem": ("gateway.lines.modem", "ModemLine", "ModemOptions"),
 }
 
