@@ -15,6 +15,7 @@ from gateway.lines.base import LineDriver, Party
 # driver name -> (module, driver class, options dataclass)
 DRIVERS: dict[str, tuple[str, str, str]] = {
     "simulated": ("gateway.lines.simulated", "SimulatedLine", "SimulatedOptions"),
+    "alsa": ("gateway.lines.alsa", "AlsaLine", "AlsaOptions"),
     "modem": ("gateway.lines.modem", "ModemLine", "ModemOptions"),
 }
 

@@ -1,0 +1,337 @@
+"""An audio line: tones and speech out of an ALSA device, hook and ring on GPIO.
+
+The sound card (an audio HAT such as a HiFiBerry DAC+ADC or a WM8960 board)
+feeds a DAA/FXO module that couples it to the phone line; a relay on GPIO
+takes the line off hook and an optocoupler on GPIO reports ringing
+(:mod:`gateway.lines.gpio`).
+
+Latency: the ALSA buffer is a few short periods (40 ms by default), so a tone
+starts within that of the command, and each command waits until its last
+sample has left the buffer, so success means the audio is on the line.
+
+The PCM is opened non-blocking and every wait is bounded: a card whose clock
+stopped (an I2S codec that lost its master clock, a USB card mid-unplug) is a
+:class:`~gateway.errors.LineFault` after a fraction of a second, not a hung
+worker. Underruns (``EPIPE``) are counted and recovered; any other ALSA error
+ends the command with the ALSA error text, the line on hook and the PCM
+closed, so the next command opens the device afresh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from gateway.errors import LineFault
+from gateway.lines.base import CallTiming, HookState, LineDriver, Party, Routing
+from gateway.lines.gpio import GpioOptions, LineControl
+from gateway.speech import Synthesiser
+from gateway.tones import SAMPLE_RATES, Samples, ToneEngine, TonePlan, route
+
+log = logging.getLogger(__name__)
+
+#: The most audio the ALSA buffer may hold: the first tone starts no later.
+MAX_BUFFER_MS = 40
+#: A device that takes no audio for this long (or 8 buffers, if longer) has stopped.
+STALL_S = 0.5
+SAMPLE_BYTES = 2  # S16_LE
+
+
+@dataclass
+class AlsaOptions:
+    """``[[line]]`` keys for ``driver = "alsa"``."""
+
+    #: ALSA PCM name as ``aplay -L`` lists it, e.g. "plughw:CARD=sndrpihifiberry,DEV=0".
+    device: str = "default"
+    rate: int = 48000
+    #: Frames per ALSA period; default 10 ms at ``rate``.
+    period_size: int | None = field(default=None, metadata={"min": 16, "max": 8192})
+    periods: int = field(default=4, metadata={"min": 2, "max": 8})
+    routing: Routing = field(default_factory=Routing)
+    gpio: GpioOptions = field(default_factory=GpioOptions)
+    call_timing: CallTiming = field(default_factory=CallTiming)
+    #: The synthesiser for OzML Speak: a name on PATH or a path.
+    espeak: str = "espeak-ng"
+    speech_wpm: int = field(default=160, metadata={"min": 80, "max": 450})
+
+    def __post_init__(self) -> None:
+        if self.rate not in SAMPLE_RATES:
+            raise ValueError(f"rate: {self.rate} is not one of {', '.join(map(str, SAMPLE_RATES))}")
+        buffer_ms = self.frames_per_period * self.periods * 1000 / self.rate
+        if buffer_ms > MAX_BUFFER_MS:
+            raise ValueError(
+                f"period_size: {self.periods} periods of {self.frames_per_period} frames at "
+                f"{self.rate} Hz buffer {buffer_ms:g} ms; at most {MAX_BUFFER_MS} ms, or the "
+                "first tone starts late"
+            )
+
+    @property
+    def frames_per_period(self) -> int:
+        return self.period_size if self.period_size is not None else self.rate // 100
+
+
+class PcmLike(Protocol):
+    """What :func:`play` needs of an ``alsaaudio.PCM``."""
+
+    def write(self, data: bytes | memoryview) -> int: ...
+    def state(self) -> int: ...
+    def avail(self) -> int: ...
+    def drop(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class PcmGeometry:
+    rate: int
+    channels: int
+    period_frames: int
+    buffer_frames: int
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.channels * SAMPLE_BYTES
+
+    @property
+    def period_s(self) -> float:
+        return self.period_frames / self.rate
+
+    @property
+    def buffer_s(self) -> float:
+        return self.buffer_frames / self.rate
+
+
+class Aborted(LineFault):
+    """The line went on hook (shutdown, a signal) while audio was playing."""
+
+
+def play(
+    pcm: PcmLike,
+    data: bytes,
+    geometry: PcmGeometry,
+    *,
+    running_state: int,
+    keep_going: Any = lambda: True,
+    on_underrun: Any = lambda: None,
+) -> None:
+    """Write ``data`` to a non-blocking PCM and wait until it has played out.
+
+    Raises LineFault when the device stops taking audio, Aborted when
+    ``keep_going()`` turns false; ALSA's own errors propagate to the caller.
+    """
+    view = memoryview(data)
+    total = len(data) // geometry.frame_bytes
+    done = 0
+    stall_s = max(STALL_S, 8 * geometry.buffer_s)
+    progress = time.monotonic()
+    while done < total:
+        if not keep_going():
+            raise Aborted("the line went on hook while audio was playing")
+        start = done * geometry.frame_bytes
+        written = pcm.write(view[start : start + geometry.buffer_frames * geometry.frame_bytes])
+        now = time.monotonic()
+        if written > 0:
+            done += written
+            progress = now
+            continue
+        if written < 0:
+            # -EPIPE: an underrun; pyalsaaudio has prepared the stream again and
+            # nothing of this chunk was written, so the same chunk goes again.
+            on_underrun()
+        if now - progress > stall_s:
+            raise LineFault(f"the device took no audio for {stall_s:g} s (stalled)")
+        if written == 0:
+            # Buffer full: a period frees up in one period's time.
+            time.sleep(geometry.period_s)
+    # The bounded equivalent of snd_pcm_drain(): the buffer empties in at most
+    # its own length of time once the device is running.
+    deadline = time.monotonic() + geometry.buffer_s + stall_s
+    while pcm.state() == running_state:
+        avail = pcm.avail()
+        if avail < 0 or avail >= geometry.buffer_frames:
+            break
+        if not keep_going():
+            raise Aborted("the line went on hook while audio was playing")
+        if time.monotonic() > deadline:
+            raise LineFault("the device stopped playing with audio in its buffer (stalled)")
+        time.sleep(min(geometry.period_s, (geometry.buffer_frames - avail) / geometry.rate))
+    # Stop cleanly (SETUP state): the next write starts a fresh stream instead
+    # of reporting the underrun that ends every sequence.
+    pcm.drop()
+
+
+class AlsaLine(LineDriver):
+    """``driver = "alsa"``: an audio HAT (or any ALSA device) on a DAA, GPIO for hook and ring."""
+
+    driver_name = "alsa"
+
+    def __init__(self, name: str, options: AlsaOptions, engine: ToneEngine) -> None:
+        super().__init__(name)
+        self.options = options
+        self.call_timing = options.call_timing
+        # The card's rate, whatever the gateway's [tones] rate: level, twist and
+        # ramp come from the engine the call layer built.
+        self.engine = ToneEngine(dataclasses.replace(engine.settings, rate=options.rate))
+        self.control = LineControl(name, options.gpio, on_incoming=lambda: self._ring(None))
+        self.synthesiser = Synthesiser(options.espeak, options.speech_wpm)
+        self.underruns = 0
+        self.geometry: PcmGeometry | None = None
+        self._pcm: Any = None
+        self._alsa: Any = None
+        self._opened = False
+        # One writer on the PCM; close() takes it after on_hook() stops the writer.
+        self._pcm_lock = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------
+    def open(self) -> None:
+        self.control.open()
+        try:
+            with self._pcm_lock:
+                self._open_pcm()
+        except BaseException:
+            self.control.close()
+            raise
+        self._hook = HookState.ON_HOOK
+        self._opened = True
+
+    def close(self) -> None:
+        self.on_hook()
+        with self._pcm_lock:
+            self._close_pcm()
+        self.control.close()
+        self._opened = False
+
+    def _open_pcm(self) -> None:
+        if self._pcm is not None:
+            return
+        opts = self.options
+        if self._alsa is None:
+            try:
+                import alsaaudio
+            except ImportError as exc:
+                raise LineFault(
+                    f"line {self.name!r}: pyalsaaudio is not installed "
+                    "(pip install 'dtmf-gateway[alsa]'; it needs libasound2-dev to build)"
+                ) from exc
+            self._alsa = alsaaudio
+        alsa = self._alsa
+        channels = opts.routing.channels
+        try:
+            pcm = alsa.PCM(
+                type=alsa.PCM_PLAYBACK,
+                mode=alsa.PCM_NONBLOCK,
+                device=opts.device,
+                rate=opts.rate,
+                channels=channels,
+                format=alsa.PCM_FORMAT_S16_LE,
+                periodsize=opts.frames_per_period,
+                periods=opts.periods,
+            )
+        except alsa.ALSAAudioError as exc:
+            raise LineFault(f"ALSA device {opts.device!r}: {exc}") from exc
+        info = pcm.info()
+        got = (info["rate"], info["channels"], info["format_name"])
+        if got != (opts.rate, channels, "S16_LE"):
+            pcm.close()
+            # pyalsaaudio takes whatever hw params the device settles on; a
+            # hw: device does no conversion, so say what would work.
+            raise LineFault(
+                f"ALSA device {opts.device!r} plays {got[0]} Hz, {got[1]} channel(s), {got[2]}, "
+                f"not {opts.rate} Hz, {channels} channel(s), S16_LE: use its plughw: name, "
+                "or set rate and routing.channels to what it plays"
+            )
+        self.geometry = PcmGeometry(opts.rate, channels, int(info["period_size"]),
+                                    int(info["buffer_size"]))
+        if self.geometry.buffer_s * 1000 > MAX_BUFFER_MS + 1:
+            log.warning("line %s: %s gave a %.0f ms buffer (asked for %d ms)", self.name,
+                        opts.device, self.geometry.buffer_s * 1000,
+                        opts.frames_per_period * opts.periods * 1000 // opts.rate)
+        self._pcm = pcm
+
+    def _close_pcm(self) -> None:
+        pcm, self._pcm = self._pcm, None
+        if pcm is not None:
+            try:
+                pcm.close()
+            except Exception as exc:
+                log.warning("line %s: closing %s: %s", self.name, self.options.device, exc)
+
+    # -- hook ------------------------------------------------------------------
+    def off_hook(self) -> None:
+        if not self._opened:
+            raise LineFault(f"line {self.name!r} is not open")
+        self._hook = HookState.OFF_HOOK
+        try:
+            self.control.off_hook()
+        except BaseException:
+            self._hook = HookState.ON_HOOK
+            raise
+
+    def on_hook(self) -> None:
+        self._hook = HookState.ON_HOOK
+        self.control.on_hook()
+
+    # -- signalling ------------------------------------------------------------
+    def emit(self, plan: TonePlan, party: Party = Party.ALL) -> None:
+        self._require_off_hook("tones")
+        self._play(self.engine.render(plan), party)
+
+    def speak(self, text: str, language: str | None = None, party: Party = Party.ALL) -> None:
+        self._require_off_hook("speech")
+        self._play(self.synthesiser.render(text, language, self.engine.settings), party)
+
+    def _require_off_hook(self, what: str) -> None:
+        if self._hook is not HookState.OFF_HOOK:
+            raise LineFault(f"line {self.name!r} is on hook: {what} would reach nobody")
+
+    def _play(self, mono: Samples, party: Party) -> None:
+        routing = self.options.routing
+        frames = route(mono, routing.channels, routing.channels_for(party))
+        data = np.ascontiguousarray(frames, dtype="<i2").tobytes()
+        device = self.options.device
+        with self._pcm_lock:
+            try:
+                self._open_pcm()  # after a fault: the device may be back
+                assert self.geometry is not None
+                try:
+                    play(self._pcm, data, self.geometry,
+                         running_state=self._alsa.PCM_STATE_RUNNING,
+                         keep_going=lambda: self._hook is HookState.OFF_HOOK,
+                         on_underrun=self._underrun)
+                except self._alsa.ALSAAudioError as exc:
+                    raise LineFault(f"ALSA device {device!r}: {exc}") from exc
+                except Aborted:
+                    raise
+                except LineFault as exc:
+                    raise LineFault(f"ALSA device {device!r}: {exc}") from exc
+            except BaseException as exc:
+                # Whatever went wrong, the line does not stay seized on a
+                # device in an unknown state; the next command reopens it.
+                self.control.on_hook()
+                self._hook = HookState.ON_HOOK
+                self._close_pcm()
+                if isinstance(exc, LineFault) and not isinstance(exc, Aborted):
+                    self.fault = str(exc)
+                raise
+
+    def _underrun(self) -> None:
+        self.underruns += 1
+        log.warning("line %s: underrun on %s (%d so far)", self.name, self.options.device,
+                    self.underruns)
+
+    # -- health ------------------------------------------------------------------
+    def status(self) -> dict[str, object]:
+        out = super().status()
+        out["device"] = self.options.device
+        geometry = self.geometry
+        if geometry is not None:
+            out["rate"] = geometry.rate
+            out["channels"] = geometry.channels
+            out["buffer_ms"] = round(geometry.buffer_s * 1000, 1)
+        out["underruns"] = self.underruns
+        out.update(self.control.status())
+        return out

@@ -1,0 +1,59 @@
+"""ALSA without a sound card: ``file`` PCMs with a ``null`` slave, in an asoundrc of the test's own.
+
+alsa-lib re-reads its configuration when ``ALSA_CONFIG_PATH`` names other files
+(or they change), so a test points the variable at its asoundrc and every PCM
+opened afterwards in this process sees the test's devices; no subprocess is
+needed. The file plugin
+writes exactly the interleaved S16_LE frames the application played, and the
+null slave takes them as fast as they come (no real-time pacing).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+
+class AlsaTap:
+    """Named tap devices in ``directory``; ``raw(name)`` is where each one's audio lands."""
+
+    def __init__(self, directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.directory = directory
+        self.asoundrc = directory / "asoundrc"
+        self._monkeypatch = monkeypatch
+        self._devices: dict[str, Path] = {}
+        self._version = 0
+        self.write()
+
+    def add(self, name: str, target: Path | None = None) -> Path:
+        """Define PCM ``name`` writing to ``target`` (default ``<name>.raw``)."""
+        self._devices[name] = target or self.directory / f"{name}.raw"
+        self.write()
+        return self._devices[name]
+
+    def remove(self, name: str) -> None:
+        del self._devices[name]
+        self.write()
+
+    def write(self) -> None:
+        text = "".join(
+            f'pcm.{name} {{\n    type file\n    slave.pcm {{ type null }}\n'
+            f'    file "{path}"\n    format "raw"\n}}\n'
+            for name, path in self._devices.items()
+        )
+        # A new file for each version: alsa-lib notices another file name at
+        # once, where a rewritten one may keep its mtime (one-second stamps).
+        self._version += 1
+        self.asoundrc = self.directory / f"asoundrc.{self._version}"
+        self.asoundrc.write_text(text or "# no devices\n")
+        self._monkeypatch.setenv("ALSA_CONFIG_PATH", str(self.asoundrc))
+
+    def raw(self, name: str) -> Path:
+        return self._devices[name]
+
+    def frames(self, name: str, channels: int = 1) -> npt.NDArray[np.int16]:
+        data = np.fromfile(str(self.raw(name)), dtype="<i2").astype(np.int16)
+        return data if channels == 1 else data.reshape(-1, channels)
