@@ -16,6 +16,7 @@ from gateway.lines.base import LineDriver, Party
 DRIVERS: dict[str, tuple[str, str, str]] = {
     "simulated": ("gateway.lines.simulated", "SimulatedLine", "SimulatedOptions"),
     "alsa": ("gateway.lines.alsa", "AlsaLine", "AlsaOptions"),
+    "mt8880": ("gateway.lines.mt8880", "MT8880Line", "MT8880Options"),
     "modem": ("gateway.lines.modem", "ModemLine", "ModemOptions"),
 }
 

@@ -1,0 +1,759 @@
+"""The MT8880 line: a Mitel/Zarlink MT8880C (or CM8880) DTMF transceiver on GPIO.
+
+The chip sits on a Motorola-6800-style bus (D0-D3, RS0, R/W, CS, phi2) that
+the driver bit-bangs through gpiozero's pin objects, so it runs under lgpio,
+RPi.GPIO and ``MockFactory`` alike. Its TONE pin feeds the line interface;
+the hook relay and ring detect are the same GPIO parts as the audio-HAT line
+(:mod:`gateway.lines.gpio`).
+
+Layers, each named as on the datasheet:
+
+- :class:`MT8880Bus` -- one read or write cycle on the pins.
+- :class:`MT8880` -- the registers: control registers A and B (write-only, so
+  a shadow copy is kept), the status register, transmit and receive data, the
+  initialisation sequence, and the two ways of sending a digit.
+- :class:`MT8880Line` -- the phone line: hook relay, ring detect, timing of
+  tones, gaps and pauses, and the fail-safe rules of :mod:`gateway.lines.base`.
+
+Transmit modes: non-burst (default) keeps the tone on for as long as CRA.TOUT
+is set, so the requested Duration and Gap are honoured; burst uses the chip's
+own 51 ms tone / 51 ms pause and polls TDRE before each next code, so Duration
+and Gap are ignored. In non-burst mode the chip gives no sign of life while it
+sends; the driver therefore proves it alive with one burst (on hook, where the
+relay keeps the tone off the line) when the line is opened and before every
+off-hook. A chip that fails that proof, or a burst whose TDRE never comes,
+raises :class:`~gateway.errors.LineFault` within ``tdre_timeout_ms``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gateway.errors import LineFault
+from gateway.keys import Pause, Tone
+from gateway.lines.base import CallTiming, HookState, LineDriver, Party
+from gateway.lines.gpio import GpioOptions, LineControl, pin_factory
+from gateway.tones import ToneEngine, TonePlan, write_wav
+
+if TYPE_CHECKING:
+    from gateway.lines.mt8880_sim import MT8880Simulator
+
+# Tone codes D3..D0 from the datasheet's code table: 1-9 are themselves,
+# 0 is ten, and D comes first at 0000.
+TONE_CODES: dict[str, int] = {
+    "D": 0b0000, "1": 0b0001, "2": 0b0010, "3": 0b0011, "4": 0b0100,
+    "5": 0b0101, "6": 0b0110, "7": 0b0111, "8": 0b1000, "9": 0b1001,
+    "0": 0b1010, "*": 0b1011, "#": 0b1100, "A": 0b1101, "B": 0b1110, "C": 0b1111,
+}
+CODE_KEYS: dict[int, str] = {code: key for key, code in TONE_CODES.items()}
+
+#: Burst mode with the 3.579545 MHz crystal: 51 ms tone, then 51 ms pause.
+BURST_TONE_S = 0.051
+BURST_PAUSE_S = 0.051
+#: The key sent on hook to prove the chip alive; the relay keeps it off the line.
+PROBE_KEY = "D"
+
+
+class RS0(enum.IntEnum):
+    """Register select: RS0 low addresses the data registers, high the control side."""
+
+    DATA = 0
+    CONTROL = 1
+
+
+class CRA(enum.IntFlag):
+    """Control register A (write, RS0=1, unless the previous control write set RSEL)."""
+
+    TOUT = 0b0001  #: tone output enable
+    CP = 0b0010  #: call-progress mode (0 = DTMF); bursts double, the receiver goes deaf
+    IRQ = 0b0100  #: interrupt enable on the IRQ/CP pin
+    RSEL = 0b1000  #: the next control write goes to register B
+
+
+class CRB(enum.IntFlag):
+    """Control register B (the control write that follows a CRA write with RSEL)."""
+
+    BURST = 0b0001  #: set = burst mode OFF (the datasheet's polarity): TOUT times the tone
+    TEST = 0b0010  #: delayed-steering test output on IRQ/CP
+    SD = 0b0100  #: single tone (0 = dual tone)
+    CR = 0b1000  #: in single-tone mode, column (1) or row (0) tone; verify on the bench
+
+
+class Status(enum.IntFlag):
+    """Status register (read, RS0=1). Reading it clears IRQ."""
+
+    IRQ = 0b0001  #: an interrupt is pending (TDRE or RDRF set with CRA.IRQ)
+    TDRE = 0b0010  #: transmit data register empty: the burst and its pause are over
+    RDRF = 0b0100  #: receive data register full: a decoded digit is waiting
+    DSTEER = 0b1000  #: delayed steering (receiver)
+
+
+def describe(status: int) -> str:
+    """``0b0010 (TDRE)``: the nibble and its flag names, for fault messages."""
+    names = [flag.name for flag in Status if flag & status and flag.name]
+    return f"0b{status:04b} ({'|'.join(names) or 'none'})"
+
+
+def _spin_us(us: float) -> None:
+    """Busy-wait: bus delays are microseconds, far below time.sleep()'s resolution."""
+    if us <= 0:
+        return
+    end = time.perf_counter() + us / 1e6
+    while time.perf_counter() < end:
+        pass
+
+
+def default_pin_factory() -> Any:
+    """The pin factory gpiozero devices would use (GPIOZERO_PIN_FACTORY, else lgpio first)."""
+    from gpiozero import Device
+
+    if Device.pin_factory is None:
+        Device.pin_factory = Device._default_pin_factory()
+    return Device.pin_factory
+
+
+@dataclass(frozen=True)
+class BusTiming:
+    """Delays of a bus cycle, in microseconds. The datasheet's minimums are
+    sub-microsecond; level shifters and long wires are why these exist."""
+
+    #: RS0, R/W and data settle before CS falls, and CS before phi2 rises.
+    setup_us: float = 5.0
+    #: phi2 high time; reads sample D0-D3 at its end.
+    strobe_us: float = 5.0
+    #: after phi2 falls, before CS rises (address and data hold).
+    hold_us: float = 5.0
+
+
+class MT8880Bus:
+    """The chip's 6800-style bus, bit-banged on gpiozero pins.
+
+    Every cycle: RS0 and R/W are set while CS is high; on writes D0-D3 are
+    driven before CS falls; phi2 rises with CS low, reads sample D0-D3 while
+    phi2 is still high, phi2 falls, and CS goes back high. D0-D3 become
+    outputs only after R/W is low and become inputs before R/W goes high,
+    because the 74LVC245 level shifter takes its direction from R/W and
+    drives the Pi side whenever R/W is high.
+    """
+
+    def __init__(
+        self,
+        factory: Any,
+        data_pins: tuple[int, int, int, int],
+        rs0_pin: int,
+        rw_pin: int,
+        cs_pin: int,
+        phi2_pin: int,
+        irq_pin: int | None = None,
+        timing: BusTiming = BusTiming(),
+        data_pull: str = "down",
+    ) -> None:
+        self.factory = factory
+        self.timing = timing
+        self.data_pull = data_pull
+        self._numbers: tuple[int, ...] = (*data_pins, rs0_pin, rw_pin, cs_pin, phi2_pin)
+        if irq_pin is not None:
+            self._numbers += (irq_pin,)
+        #: Set by a falling edge on IRQ/CP (the chip wants attention).
+        self.irq_event: threading.Event | None = None
+        self.irq: Any = None
+        self._lock = threading.RLock()
+        self._reserved = False
+        self._pins: list[Any] = []
+        try:
+            factory.reserve_pins(self, *self._numbers)
+            self._reserved = True
+            self.data = tuple(factory.pin(n) for n in data_pins)
+            self.rs0 = factory.pin(rs0_pin)
+            self.rw = factory.pin(rw_pin)
+            self.cs = factory.pin(cs_pin)
+            self.phi2 = factory.pin(phi2_pin)
+            self._pins = [*self.data, self.rs0, self.rw, self.cs, self.phi2]
+            # Idle bus: deselected, phi2 low, R/W low (shifter towards the
+            # chip), D0-D3 not driven until a write needs them.
+            self.cs.output_with_state(True)
+            self.phi2.output_with_state(False)
+            self.rs0.output_with_state(False)
+            self.rw.output_with_state(False)
+            for pin in self.data:
+                pin.input_with_pull(data_pull)
+            if irq_pin is not None:
+                # IRQ/CP is open drain: pulled up here, the chip pulls it low.
+                self.irq = factory.pin(irq_pin)
+                self._pins.append(self.irq)
+                self.irq.input_with_pull("up")
+                self.irq_event = threading.Event()
+                self.irq.edges = "falling"
+                self.irq.when_changed = self._irq_edge
+        except Exception as exc:
+            self.close()
+            raise LineFault(f"opening the MT8880 bus on GPIO {self._numbers}: {exc}") from exc
+        self._driving = False
+        self.cycles = 0
+        #: Monotonic time phi2 last fell (when the chip latched the last write),
+        #: and how long after the start of that write it fell.
+        self.latched_at = 0.0
+        self.latch_delay = 0.0
+
+    def _irq_edge(self, ticks: object, state: object) -> None:
+        if self.irq_event is not None and not state:
+            self.irq_event.set()
+
+    def _conflicts_with(self, other: object) -> bool:
+        # gpiozero's reservation protocol: nobody else may use the bus pins.
+        return True
+
+    def write(self, rs0: RS0, nibble: int) -> None:
+        """One write cycle: ``nibble`` into the register ``rs0`` selects."""
+        t = self.timing
+        with self._lock:
+            started = time.monotonic()
+            self.rs0.state = int(rs0)
+            self.rw.state = 0
+            for bit, pin in enumerate(self.data):
+                level = (nibble >> bit) & 1
+                if self._driving:
+                    pin.state = level
+                else:
+                    pin.output_with_state(level)
+            self._driving = True
+            _spin_us(t.setup_us)
+            self.cs.state = 0
+            _spin_us(t.setup_us)
+            try:
+                self.phi2.state = 1
+                _spin_us(t.strobe_us)
+            finally:
+                self.phi2.state = 0
+                self.latched_at = time.monotonic()
+                _spin_us(t.hold_us)
+                self.cs.state = 1
+            self.latch_delay = self.latched_at - started
+            self.cycles += 1
+
+    def read(self, rs0: RS0) -> int:
+        """One read cycle; D0-D3 as sampled while phi2 is high."""
+        t = self.timing
+        with self._lock:
+            if self._driving:
+                for pin in self.data:
+                    pin.input_with_pull(self.data_pull)
+                self._driving = False
+            self.rs0.state = int(rs0)
+            self.rw.state = 1
+            _spin_us(t.setup_us)
+            self.cs.state = 0
+            _spin_us(t.setup_us)
+            try:
+                self.phi2.state = 1
+                _spin_us(t.strobe_us)
+                value = 0
+                for bit, pin in enumerate(self.data):
+                    value |= int(bool(pin.state)) << bit
+            finally:
+                self.phi2.state = 0
+                _spin_us(t.hold_us)
+                self.cs.state = 1
+            self.cycles += 1
+            return value
+
+    def close(self) -> None:
+        """Deselect the chip and release the pins. Safe to call twice."""
+        with self._lock:
+            pins, self._pins = self._pins, []
+            if pins:
+                # The pins are being given up anyway: closing must not raise.
+                with contextlib.suppress(Exception):
+                    self.phi2.state = 0
+                    self.cs.state = 1
+            if self.irq is not None:
+                with contextlib.suppress(Exception):
+                    self.irq.when_changed = None
+            for pin in pins:
+                with contextlib.suppress(Exception):
+                    pin.close()
+            if self._reserved:
+                self.factory.release_pins(self, *self._numbers)
+                self._reserved = False
+
+
+class MT8880:
+    """The chip's registers and transmitter, over an :class:`MT8880Bus`.
+
+    Control registers cannot be read back, so :attr:`cra` and :attr:`crb` are
+    the shadow copies of what was last written. The CP bit is never set: this
+    driver has no call-progress feature, and CP with DTMF doubles the bursts
+    and deafens the receiver.
+    """
+
+    def __init__(self, bus: MT8880Bus) -> None:
+        self.bus = bus
+        self.cra = CRA(0)
+        self.crb = CRB(0)
+        #: Monotonic time by which the last burst started here is over.
+        self.busy_until = 0.0
+
+    # -- registers ---------------------------------------------------------------
+    def read_status(self) -> Status:
+        return Status(self.bus.read(RS0.CONTROL))
+
+    def read_receive(self) -> str:
+        """The last digit the receiver decoded (clears RDRF)."""
+        return CODE_KEYS[self.bus.read(RS0.DATA)]
+
+    def write_transmit(self, key: str) -> None:
+        self.bus.write(RS0.DATA, TONE_CODES[key])
+
+    def write_cra(self, value: CRA) -> None:
+        if value & CRA.CP:
+            raise ValueError("CRA.CP is never set: call-progress mode would corrupt DTMF")
+        self.bus.write(RS0.CONTROL, int(value))
+        self.cra = value & ~CRA.RSEL
+
+    def write_crb(self, value: CRB) -> None:
+        # CRB is reached only through a CRA write with RSEL; that write also
+        # sets CRA's other bits, so it repeats the shadow copy.
+        self.bus.write(RS0.CONTROL, int(self.cra | CRA.RSEL))
+        self.bus.write(RS0.CONTROL, int(value))
+        self.crb = value
+
+    def initialise(self, power_up_s: float, wait: Any = time.sleep) -> Status:
+        """The datasheet's initialisation: wait for the oscillator, read status,
+        write 0, 0, 8, 0 to the control side, read status.
+
+        The two zeros clear CRA whichever register a stray earlier write had
+        selected; 8 sets RSEL so the last 0 lands in CRB. Returns the final
+        status (reading it cleared any IRQ left from power-up).
+        """
+        wait(power_up_s)
+        self.bus.read(RS0.CONTROL)
+        for nibble in (0, 0, int(CRA.RSEL), 0):
+            self.bus.write(RS0.CONTROL, nibble)
+        self.cra = CRA(0)
+        self.crb = CRB(0)
+        return self.read_status()
+
+    # -- transmitter -------------------------------------------------------------
+    @property
+    def burst_mode(self) -> bool:
+        return not self.crb & CRB.BURST
+
+    def set_burst_mode(self, burst: bool) -> None:
+        crb = (self.crb & ~CRB.BURST) if burst else (self.crb | CRB.BURST)
+        if crb != self.crb:
+            self.write_crb(crb)
+
+    def tone_output(self, on: bool) -> None:
+        """Set or clear CRA.TOUT (in non-burst mode this starts or ends a tone)."""
+        cra = (self.cra | CRA.TOUT) if on else (self.cra & ~CRA.TOUT)
+        self.write_cra(cra)
+
+    def burst(self, key: str, timeout_s: float, poll_s: float,
+              irq: threading.Event | None = None) -> None:
+        """Send ``key`` as one burst and return once TDRE says tone and pause are over.
+
+        Raises :class:`LineFault` if TDRE is already set right after the
+        write (a status that does not change) or never comes within
+        ``timeout_s``.
+        """
+        if irq is not None:
+            irq.clear()
+        self.write_transmit(key)
+        started = time.monotonic()
+        self.busy_until = started + BURST_TONE_S + BURST_PAUSE_S
+        status = self.read_status()
+        if status & Status.TDRE:
+            raise LineFault(
+                f"MT8880 status stuck at {describe(status)}: TDRE set right after a code was "
+                "written (chip absent or D0-D3 miswired?)"
+            )
+        deadline = started + timeout_s
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                raise LineFault(
+                    f"MT8880 did not answer: TDRE not set {timeout_s * 1000:.0f} ms after "
+                    f"sending {key!r} (last status {describe(status)}; chip absent, no "
+                    "crystal, or stuck status?)"
+                )
+            # The burst cannot end before its tone and pause; until then, sleep.
+            wake = max(started + BURST_TONE_S + BURST_PAUSE_S - now, poll_s)
+            if irq is not None:
+                irq.wait(min(wake, deadline - now))
+            else:
+                time.sleep(min(wake, deadline - now))
+            status = self.read_status()
+            if status & Status.TDRE:
+                self.busy_until = time.monotonic()
+                return
+
+
+@dataclass
+class MT8880Options:
+    """``[[line]]`` keys for ``driver = "mt8880"``. Pin numbers are BCM GPIO
+    numbers; the defaults follow the wiring table in firmware-notes/mt8880.md."""
+
+    #: D0, D1, D2, D3 in that order.
+    data_pins: list[int] = field(default_factory=lambda: [5, 6, 12, 13])
+    rs0_pin: int = field(default=16, metadata={"min": 0, "max": 27})
+    rw_pin: int = field(default=26, metadata={"min": 0, "max": 27})
+    cs_pin: int = field(default=24, metadata={"min": 0, "max": 27})
+    phi2_pin: int = field(default=25, metadata={"min": 0, "max": 27})
+    #: IRQ/CP (open drain, pulled up here); unset = poll the status register.
+    irq_pin: int | None = field(default=None, metadata={"min": 0, "max": 27})
+    #: Pull on D0-D3 while reading: "down" makes an absent chip read 0000.
+    data_pull: str = "down"
+    setup_us: float = field(default=5.0, metadata={"min": 0.0, "max": 10000.0})
+    strobe_us: float = field(default=5.0, metadata={"min": 0.0, "max": 10000.0})
+    hold_us: float = field(default=5.0, metadata={"min": 0.0, "max": 10000.0})
+    #: Oscillator start-up before the initialisation sequence.
+    power_up_ms: int = field(default=100, metadata={"min": 0, "max": 5000})
+    #: false: tones timed by the driver (Duration/Gap honoured); true: the
+    #: chip's own 51 ms tone / 51 ms pause.
+    burst: bool = False
+    #: How long a burst may take before the chip counts as not answering.
+    tdre_timeout_ms: int = field(default=300, metadata={"min": 110, "max": 5000})
+    #: Status polling interval while waiting for TDRE (without irq_pin).
+    poll_ms: float = field(default=2.0, metadata={"min": 0.1, "max": 50.0})
+    #: Run on a simulated chip on mock pins (no hardware needed).
+    simulate: bool = False
+    #: With ``simulate``: where each call's TONE audio goes, <CallId>.wav; "" = nowhere.
+    record_dir: str = field(default="", metadata={"path": True})
+    #: Hook relay and ring detect, as on the audio-HAT line (``[line.gpio]``);
+    #: its ``pin_factory`` chooses the GPIO library for the bus too.
+    gpio: GpioOptions = field(default_factory=GpioOptions)
+    call_timing: CallTiming = field(default_factory=CallTiming)
+
+    def __post_init__(self) -> None:
+        if len(self.data_pins) != 4:
+            raise ValueError(f"data_pins: D0-D3 need 4 pins, got {len(self.data_pins)}")
+        for pin in self.data_pins:
+            if not 0 <= pin <= 27:
+                raise ValueError(f"data_pins: GPIO {pin} is not on the header (0-27)")
+        if self.data_pull not in ("down", "up", "floating"):
+            raise ValueError(f"data_pull: {self.data_pull!r} is not down, up or floating")
+        self._check_distinct()
+
+    def bus_pins(self) -> dict[str, int]:
+        pins = {f"D{i}": n for i, n in enumerate(self.data_pins)}
+        pins.update(RS0=self.rs0_pin, RW=self.rw_pin, CS=self.cs_pin, PHI2=self.phi2_pin)
+        if self.irq_pin is not None:
+            pins["IRQ"] = self.irq_pin
+        return pins
+
+    def _check_distinct(self) -> None:
+        seen: dict[int, str] = {}
+        for name, pin in self.bus_pins().items():
+            if pin in seen:
+                raise ValueError(f"pins: GPIO {pin} is used for both {seen[pin]} and {name}")
+            seen[pin] = name
+
+    @property
+    def bus_timing(self) -> BusTiming:
+        return BusTiming(self.setup_us, self.strobe_us, self.hold_us)
+
+
+#: The last stretch of every timed wait is spun rather than slept: sleeping
+#: overshoots by a scheduler tick, which would land on every tone edge.
+SPIN_S = 0.0015
+
+
+class MT8880Line(LineDriver):
+    """A phone line whose tones come from an MT8880 on GPIO.
+
+    ``pin_factory`` overrides the factory the options name (tests pass a
+    ``MockFactory`` with an :class:`~gateway.lines.mt8880_sim.MT8880Simulator`
+    attached); with ``options.simulate`` the driver builds both itself.
+    """
+
+    driver_name = "mt8880"
+
+    def __init__(
+        self,
+        name: str,
+        options: MT8880Options,
+        engine: ToneEngine,
+        *,
+        pin_factory: Any = None,
+    ) -> None:
+        super().__init__(name)
+        self.options = options
+        self.engine = engine
+        self.call_timing = options.call_timing
+        self._given_factory = pin_factory
+        self.simulator: MT8880Simulator | None = None
+        self.bus: MT8880Bus | None = None
+        self.chip: MT8880 | None = None
+        self.control: LineControl | None = None
+        # Held for whole operations on the chip; close() and on_hook() do not
+        # wait for it to drop the relay.
+        self._lock = threading.RLock()
+        self._closing = threading.Event()
+        self._call_started: dict[str, float] = {}
+        # When a burst this driver started is surely over, across close and
+        # open: a code written during a burst is refused by the chip's rules.
+        self._quiet_at = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------
+    def open(self) -> None:
+        with self._lock:
+            if self.bus is not None:
+                return
+            self._closing.clear()
+            try:
+                factory = self._factory()
+                gpio = self.options.gpio
+                self.control = LineControl(self.name, gpio, on_incoming=self._ring,
+                                           factory=factory)
+                self.control.open()
+                opts = self.options
+                data = (opts.data_pins[0], opts.data_pins[1], opts.data_pins[2], opts.data_pins[3])
+                self.bus = MT8880Bus(factory, data, opts.rs0_pin, opts.rw_pin, opts.cs_pin,
+                                     opts.phi2_pin, opts.irq_pin, opts.bus_timing, opts.data_pull)
+                self.chip = MT8880(self.bus)
+                self._hook = HookState.ON_HOOK
+                self._bring_up()
+            except LineFault as exc:
+                self.fault = str(exc)
+                self._release()
+                raise
+            except Exception as exc:
+                self.fault = f"MT8880: {exc}"
+                self._release()
+                raise LineFault(self.fault) from exc
+            self.fault = None
+
+    def _factory(self) -> Any:
+        if self._given_factory is not None:
+            return self._given_factory
+        if self.options.simulate:
+            from gpiozero.pins.mock import MockFactory
+
+            from gateway.lines.mt8880_sim import MT8880Simulator
+
+            # A factory of its own, so simulated pins never meet real ones.
+            factory = MockFactory()
+            gpio = self.options.gpio
+            self.simulator = MT8880Simulator.for_options(
+                factory, self.options, relay_pin=gpio.hook_relay_pin,
+                relay_active_high=gpio.hook_relay_active_high, strict=False,
+            )
+            return factory
+        name = self.options.gpio.pin_factory
+        if name:
+            return pin_factory(name)
+        try:
+            return default_pin_factory()
+        except Exception as exc:
+            raise LineFault(f"GPIO: no pin factory for the MT8880 bus: {exc}") from exc
+
+    def _bring_up(self) -> None:
+        """Initialise the chip, prove it answers, and select the transmit mode."""
+        chip = self._ready_chip()
+        self._wait_until(self._quiet_at)
+        chip.initialise(self.options.power_up_ms / 1000, wait=self._wait)
+        if self._can_probe:
+            self._probe()
+        chip.set_burst_mode(self.options.burst)
+
+    @property
+    def _can_probe(self) -> bool:
+        # The probe burst is audible on TONE: only a released hook relay
+        # keeps it off the line.
+        return self.options.gpio.hook_relay_pin is not None
+
+    def _probe(self) -> None:
+        chip = self._ready_chip()
+        chip.set_burst_mode(True)
+        chip.write_cra(self._burst_cra())
+        try:
+            self._burst(PROBE_KEY)
+        finally:
+            chip.write_cra(CRA(0))
+        chip.set_burst_mode(self.options.burst)
+
+    def close(self) -> None:
+        self._closing.set()
+        self.on_hook()
+        with self._lock:
+            if self.chip is not None:
+                # The chip may be why we are closing; the relay is already off.
+                with contextlib.suppress(Exception):
+                    self.chip.write_cra(CRA(0))
+            self._release()
+            for call_id in list(self._call_started):
+                self.end_call(call_id)
+
+    def _release(self) -> None:
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+        if self.bus is not None:
+            self.bus.close()
+            self.bus = None
+        if self.chip is not None:
+            self._quiet_at = max(self._quiet_at, self.chip.busy_until)
+        self.chip = None
+        self._hook = HookState.ON_HOOK
+
+    def _ready_chip(self) -> MT8880:
+        if self.chip is None:
+            raise LineFault(f"line {self.name!r} is not open")
+        return self.chip
+
+    # -- hook ------------------------------------------------------------------------
+    def off_hook(self) -> None:
+        with self._lock:
+            self._ready_chip()
+            try:
+                if self._can_probe:
+                    self._probe()
+            except LineFault as exc:
+                raise self._fail(str(exc)) from exc
+            except Exception as exc:
+                raise self._fail(f"MT8880: {exc}") from exc
+            control = self.control
+            assert control is not None
+            try:
+                control.off_hook()
+            except LineFault as exc:
+                raise self._fail(str(exc)) from exc
+            self._hook = HookState.OFF_HOOK
+
+    def on_hook(self) -> None:
+        self._hook = HookState.ON_HOOK
+        control = self.control
+        if control is not None:
+            control.on_hook()
+
+    def _fail(self, message: str) -> LineFault:
+        """Record a fault, drop the line, and give the exception to raise."""
+        self.fault = message
+        self.on_hook()
+        return LineFault(f"line {self.name!r}: {message}")
+
+    # -- signalling --------------------------------------------------------------------
+    def emit(self, plan: TonePlan, party: Party = Party.ALL) -> None:
+        # One analog pair: every party hears the same tones.
+        with self._lock:
+            chip = self._ready_chip()
+            if self._hook is not HookState.OFF_HOOK:
+                raise LineFault(f"line {self.name!r} is on hook: tones would reach nobody")
+            try:
+                if chip.burst_mode:
+                    self._emit_burst(chip, plan)
+                else:
+                    self._emit_timed(chip, plan)
+            except LineFault as exc:
+                self._silence(chip)
+                raise self._fail(str(exc).removeprefix(f"line {self.name!r}: ")) from exc
+            except Exception as exc:
+                self._silence(chip)
+                raise self._fail(f"MT8880: {exc}") from exc
+
+    def _silence(self, chip: MT8880) -> None:
+        # A dead chip cannot be silenced; the relay drops next.
+        with contextlib.suppress(Exception):
+            chip.write_cra(CRA(0))
+
+    def _emit_timed(self, chip: MT8880, plan: TonePlan) -> None:
+        """Non-burst: the driver times every edge. Each tone and gap is
+        measured from the actual previous edge, so a late wake-up never
+        shortens the next one."""
+        bus = chip.bus
+        on_s = plan.timing.duration_ms / 1000
+        off_s = plan.timing.gap_ms / 1000
+        next_on = time.monotonic()
+        for symbol in plan.symbols:
+            if isinstance(symbol, Pause):
+                next_on += symbol.ms / 1000
+                continue
+            assert isinstance(symbol, Tone)
+            chip.write_transmit(symbol.key)  # TOUT is off: nothing sounds yet
+            # An edge happens when phi2 falls, latch_delay after its write
+            # begins: start each write that much early.
+            self._wait_until(next_on - bus.latch_delay)
+            chip.tone_output(True)
+            self._wait_until(bus.latched_at + on_s - bus.latch_delay)
+            chip.tone_output(False)
+            next_on = bus.latched_at + off_s
+        self._wait_until(next_on)
+
+    def _emit_burst(self, chip: MT8880, plan: TonePlan) -> None:
+        """Burst: the chip times 51 ms on / 51 ms off; the driver waits for TDRE."""
+        chip.write_cra(self._burst_cra())
+        try:
+            for symbol in plan.symbols:
+                if isinstance(symbol, Pause):
+                    self._wait(symbol.ms / 1000)
+                else:
+                    assert isinstance(symbol, Tone)
+                    self._burst(symbol.key)
+        finally:
+            chip.write_cra(CRA(0))
+
+    def _burst_cra(self) -> CRA:
+        return CRA.TOUT | (CRA.IRQ if self.options.irq_pin is not None else CRA(0))
+
+    def _burst(self, key: str) -> None:
+        chip = self._ready_chip()
+        bus = chip.bus
+        if self._closing.is_set():
+            raise LineFault("line closed while sending")
+        chip.burst(key, self.options.tdre_timeout_ms / 1000, self.options.poll_ms / 1000,
+                   bus.irq_event)
+
+    # -- waiting -----------------------------------------------------------------------
+    def _wait(self, seconds: float) -> None:
+        self._wait_until(time.monotonic() + seconds)
+
+    def _wait_until(self, deadline: float) -> None:
+        """Sleep until ``deadline`` (monotonic), spinning the last
+        :data:`SPIN_S`; a close() cuts it short with LineFault."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if self._closing.is_set():
+                raise LineFault("line closed while sending")
+            if remaining > SPIN_S:
+                self._closing.wait(remaining - SPIN_S)
+            else:
+                while time.monotonic() < deadline:
+                    pass
+                return
+
+    # -- calls (recordings of the simulated chip) ----------------------------------------
+    def begin_call(self, call_id: str) -> None:
+        self._call_started[call_id] = time.monotonic()
+
+    def end_call(self, call_id: str) -> None:
+        started = self._call_started.pop(call_id, None)
+        sim = self.simulator
+        if started is None or sim is None or not self.options.record_dir:
+            return
+        audio = sim.line_audio(self.engine, started)
+        directory = Path(self.options.record_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        write_wav(directory / f"{call_id}.wav", audio, self.engine.settings.rate)
+
+    def recording_path(self, call_id: str) -> Path:
+        return Path(self.options.record_dir) / f"{call_id}.wav"
+
+    # -- health ------------------------------------------------------------------------
+    def status(self) -> dict[str, object]:
+        out = super().status()
+        chip = self.chip
+        out["mode"] = "burst" if self.options.burst else "non-burst"
+        out["simulated"] = self.options.simulate
+        if chip is not None:
+            out["bus_cycles"] = chip.bus.cycles
+        if self.control is not None:
+            out.update(self.control.status())
+        return out

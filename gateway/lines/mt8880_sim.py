@@ -1,0 +1,638 @@
+"""A simulated MT8880 on gpiozero ``MockFactory`` pins, strict where the chip is.
+
+In the style of gpiozero's ``MockSPIDevice``: the simulator creates the bus
+pins in the mock factory with its own pin class, so every level or direction
+the driver sets reaches it as it happens. It decodes bus cycles on phi2
+edges (address and R/W taken as phi2 rises, write data latched as it falls),
+drives D0-D3 while phi2 is high on reads, keeps the registers, runs the burst
+timer and TDRE, raises IRQ, and records what its TONE pin emits so tests can
+render it with the tone engine and decode it with multimon-ng.
+
+Wiring assumed (firmware-notes/mt8880.md): D0-D3 through a 74LVC245 whose
+direction follows R/W and whose outputs are always enabled, so the shifter
+drives the Pi side whenever R/W is high.
+
+Protocol violations a real chip (or the shifter) would punish are recorded in
+:attr:`MT8880Simulator.violations` and raised at once as
+:class:`ProtocolViolation` in the thread that caused them:
+
+- a cycle with CS high (phi2 strobed while deselected), or a second cycle
+  without CS going back high;
+- RS0 or R/W changing while CS is low, and anything on the bus changing while
+  phi2 is high;
+- a write whose data is not driven when phi2 rises;
+- D0-D3 driven by the Pi while R/W is high (bus contention with the shifter);
+- a bus cycle before the oscillator has started (``power_up_s``);
+- a tone sent before the datasheet's initialisation sequence;
+- call-progress mode (CRA.CP) while DTMF is being sent;
+- a code written in burst mode while the previous burst runs (TDRE clear).
+
+Fault modes (:class:`Fault`): an absent chip (nothing answers, D0-D3 read
+their pulls), and a stuck status register.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from gpiozero.pins.mock import MockFactory, MockPin
+
+from gateway.lines.mt8880 import (
+    BURST_PAUSE_S,
+    BURST_TONE_S,
+    CODE_KEYS,
+    CRA,
+    CRB,
+    RS0,
+    MT8880Options,
+    Status,
+)
+from gateway.tones import FREQUENCIES, Samples, ToneEngine
+
+#: The initialisation sequence on the control side: read, 0, 0, 8, 0, read.
+INIT_SEQUENCE: tuple[tuple[bool, int | None], ...] = (
+    (False, None), (True, 0), (True, 0), (True, int(CRA.RSEL)), (True, 0), (False, None),
+)
+
+
+#: How many bus cycles and tone segments the simulator remembers.
+HISTORY = 100_000
+
+
+class ProtocolViolation(AssertionError):
+    """A bus sequence a real MT8880 would punish; the message says which and where."""
+
+
+class Fault(enum.Enum):
+    NONE = "none"
+    #: No chip on the bus: nothing is decoded, reads see the pins' pulls.
+    ABSENT = "absent"
+    #: The status register reads one fixed value whatever happens.
+    STUCK_STATUS = "stuck-status"
+
+
+@dataclass(frozen=True)
+class BusCycle:
+    """One decoded cycle, as the chip saw it."""
+
+    time: float  #: monotonic time of the phi2 falling edge
+    register: str  #: TX, RX, CRA, CRB or STATUS
+    write: bool
+    value: int
+    #: Reads: whether the driver looked at every data pin while phi2 was high.
+    sampled: bool = True
+
+    def __str__(self) -> str:
+        return f"{'write' if self.write else 'read'} {self.register}=0b{self.value:04b}"
+
+
+@dataclass
+class ToneSegment:
+    """What the TONE pin emitted from ``start`` to ``end`` (monotonic seconds)."""
+
+    start: float
+    end: float
+    key: str
+    frequencies: tuple[float, ...]
+
+
+class _BusPin(MockPin):  # type: ignore[misc]
+    """A mock pin that reports what the driver does with it to the simulator."""
+
+    def __init__(self, factory: Any, info: Any) -> None:
+        super().__init__(factory, info)
+        self.simulator: MT8880Simulator | None = None
+        self.label = ""
+
+    def _set_state(self, value: Any) -> None:
+        super()._set_state(value)
+        if self.simulator is not None:
+            self.simulator._driven(self)
+
+    def _set_function(self, value: str) -> None:
+        before = self._function
+        super()._set_function(value)
+        if self.simulator is not None and value != before:
+            self.simulator._direction(self)
+
+    def _get_state(self) -> Any:
+        if self.simulator is not None:
+            self.simulator._sampled(self)
+        return super()._get_state()
+
+
+class _RelayPin(MockPin):  # type: ignore[misc]
+    """The hook relay's pin, watched so that line audio is TONE while off hook."""
+
+    def __init__(self, factory: Any, info: Any) -> None:
+        super().__init__(factory, info)
+        self.simulator: MT8880Simulator | None = None
+
+    def _set_state(self, value: Any) -> None:
+        super()._set_state(value)
+        if self.simulator is not None:
+            self.simulator._relay_changed(bool(value))
+
+
+def _level(pin: MockPin) -> int:
+    # The simulator's own look at a pin must not count as the driver sampling it.
+    return int(bool(MockPin._get_state(pin)))
+
+
+class MT8880Simulator:
+    """An MT8880 attached to mock pins. Create it before the driver opens the bus.
+
+    ``power_up_s`` is how long after attaching the oscillator is running;
+    ``strict`` raises each violation in the thread that caused it (they are
+    recorded in :attr:`violations` either way). ``relay_pin`` (with
+    ``relay_active_high``) is the hook relay: :meth:`line_audio` gives only
+    what the TONE pin emitted while the line was off hook.
+    """
+
+    def __init__(
+        self,
+        factory: MockFactory,
+        data_pins: Sequence[int],
+        rs0_pin: int,
+        rw_pin: int,
+        cs_pin: int,
+        phi2_pin: int,
+        irq_pin: int | None = None,
+        *,
+        relay_pin: int | None = None,
+        relay_active_high: bool = True,
+        power_up_s: float = 0.1,
+        strict: bool = True,
+    ) -> None:
+        self.factory = factory
+        self.power_up_s = power_up_s
+        self.strict = strict
+        self._lock = threading.RLock()
+        names = [f"D{i}" for i in range(len(data_pins))] + ["RS0", "R/W", "CS", "phi2"]
+        numbers = [*data_pins, rs0_pin, rw_pin, cs_pin, phi2_pin]
+        pins: list[_BusPin] = []
+        for name, number in zip(names, numbers, strict=True):
+            pin = factory.pin(number, pin_class=_BusPin)
+            if not isinstance(pin, _BusPin):
+                raise ValueError(
+                    f"GPIO {number} ({name}) was created before the simulator: "
+                    "attach the simulator before the driver opens its pins"
+                )
+            pin.label = name
+            pins.append(pin)
+        self.data: tuple[_BusPin, ...] = tuple(pins[:4])
+        self.rs0, self.rw, self.cs, self.phi2 = pins[4:]
+        # The board's pull-ups/downs (wiring notes): CS high and phi2 low while
+        # the Pi has not configured its pins, so the chip stays deselected.
+        self.cs.pull = "up"
+        self.phi2.pull = "down"
+        self.irq: MockPin | None = None
+        if irq_pin is not None:
+            self.irq = factory.pin(irq_pin)
+            self.irq.pull = "up"  # IRQ/CP is open drain
+        self._relay: _RelayPin | None = None
+        self._relay_active_high = relay_active_high
+        self._off_hook: list[list[float]] = []
+        if relay_pin is not None:
+            relay = factory.pin(relay_pin, pin_class=_RelayPin)
+            if not isinstance(relay, _RelayPin):
+                raise ValueError(f"GPIO {relay_pin} (hook relay) was created before the simulator")
+            self._relay = relay
+            relay.simulator = self
+
+        self.fault = Fault.NONE
+        self.stuck_status = 0
+        self.violations: list[str] = []
+        # Bounded, because ``serve`` may run a simulated chip for months.
+        self.cycles: collections.deque[BusCycle] = collections.deque(maxlen=HISTORY)
+        self.segments: collections.deque[ToneSegment] = collections.deque(maxlen=HISTORY)
+        self.powered_at = time.monotonic()
+        self._reset_registers()
+        self._init_step = 0
+        self.initialised = False
+        # Cycle decoding state.
+        self._in_cycle = False
+        self._cycle_rs0 = 0
+        self._cycle_write = False
+        self._cycle_value = 0
+        self._sampled_pins: set[int] = set()
+        self._cs_high_since_cycle = True
+        self._timers: list[threading.Timer] = []
+        for pin in pins:
+            pin.simulator = self
+
+    @classmethod
+    def for_options(
+        cls,
+        factory: MockFactory,
+        options: MT8880Options,
+        *,
+        relay_pin: int | None = None,
+        relay_active_high: bool = True,
+        power_up_s: float | None = None,
+        strict: bool = True,
+    ) -> MT8880Simulator:
+        """A simulator wired as ``options`` says the real chip is."""
+        return cls(
+            factory, options.data_pins, options.rs0_pin, options.rw_pin, options.cs_pin,
+            options.phi2_pin, options.irq_pin, relay_pin=relay_pin,
+            relay_active_high=relay_active_high,
+            power_up_s=options.power_up_ms / 1000 if power_up_s is None else power_up_s,
+            strict=strict,
+        )
+
+    def _reset_registers(self) -> None:
+        self.cra = CRA(0)
+        self.crb = CRB(0)
+        self._rsel = False
+        self.transmit = 0
+        self.receive = 0
+        self.status = Status(0)
+        self._burst_end: float | None = None
+        self._tone: ToneSegment | None = None
+
+    # -- faults ------------------------------------------------------------------------
+    def set_fault(self, fault: Fault, status: int | None = None) -> None:
+        """Break the chip now. ``status`` is what a stuck status register reads
+        (default: whatever it reads at this moment)."""
+        with self._lock:
+            self._update(time.monotonic())
+            if fault is Fault.STUCK_STATUS:
+                self.stuck_status = int(self.status) if status is None else status
+            if fault is Fault.ABSENT:
+                self._end_tone(time.monotonic())  # no chip, no tone
+                self._burst_end = None
+            self.fault = fault
+
+    # -- violations ---------------------------------------------------------------------
+    def _violate(self, message: str) -> None:
+        where = f"bus cycle {len(self.cycles) + 1}"
+        if self.cycles:
+            where += f" (after {self.cycles[-1]})"
+        text = f"MT8880 protocol violation at {where}: {message}"
+        self.violations.append(text)
+        if self.strict:
+            raise ProtocolViolation(text)
+
+    def check(self) -> None:
+        """Raise if any violation happened (for tests' teardown)."""
+        if self.violations:
+            raise ProtocolViolation("\n".join(self.violations))
+
+    # -- pin events ---------------------------------------------------------------------
+    def _driven(self, pin: _BusPin) -> None:
+        with self._lock:
+            if self.fault is Fault.ABSENT:
+                return
+            level = _level(pin)
+            phi2_high = _level(self.phi2) == 1
+            if pin is self.phi2:
+                if level:
+                    self._phi2_rose()
+                else:
+                    self._phi2_fell()
+                return
+            if phi2_high and _level(self.cs) == 0 and self._in_cycle:
+                self._violate(f"{pin.label} changed to {level} while phi2 was high")
+                return
+            if pin is self.cs:
+                if level:
+                    self._cs_high_since_cycle = True
+                return
+            if pin in (self.rs0, self.rw) and _level(self.cs) == 0:
+                self._violate(
+                    f"{pin.label} changed to {level} while CS was low: RS0 and R/W must be "
+                    "set before CS falls"
+                )
+            if pin is self.rw and level:
+                driving = [p.label for p in self.data if p.function == "output"]
+                if driving:
+                    self._violate(
+                        f"R/W went high while the Pi drove {', '.join(driving)}: the "
+                        "74LVC245 turns towards the Pi (bus contention)"
+                    )
+
+    def _direction(self, pin: _BusPin) -> None:
+        with self._lock:
+            if self.fault is Fault.ABSENT or pin not in self.data:
+                return
+            if self._in_cycle and _level(self.phi2):
+                self._violate(f"{pin.label} switched to {pin.function} while phi2 was high")
+                return
+            if pin.function == "output" and _level(self.rw):
+                self._violate(
+                    f"{pin.label} made an output while R/W was high: the 74LVC245 drives "
+                    "the Pi side then (bus contention); set R/W low first"
+                )
+
+    def _sampled(self, pin: _BusPin) -> None:
+        if self._in_cycle and not self._cycle_write and pin in self.data:
+            self._sampled_pins.add(self.data.index(pin))
+
+    def _phi2_rose(self) -> None:
+        now = time.monotonic()
+        if _level(self.cs):
+            self._violate("phi2 strobed with CS high: a cycle the chip ignores")
+            return
+        if not self._cs_high_since_cycle:
+            self._violate("a second cycle without CS going back high after the previous one")
+        if now - self.powered_at < self.power_up_s:
+            self._violate(
+                f"bus cycle {(now - self.powered_at) * 1000:.1f} ms after power-up; the "
+                f"oscillator needs {self.power_up_s * 1000:.0f} ms"
+            )
+        self._in_cycle = True
+        self._cs_high_since_cycle = False
+        self._cycle_rs0 = _level(self.rs0)
+        self._cycle_write = _level(self.rw) == 0
+        self._sampled_pins = set()
+        if self._cycle_write:
+            undriven = [p.label for p in self.data if p.function != "output"]
+            if undriven:
+                self._violate(
+                    f"write cycle with {', '.join(undriven)} not driven: data must be valid "
+                    "before phi2 rises"
+                )
+            return
+        self._update(now)
+        if self._cycle_rs0 == RS0.CONTROL:
+            value = self.stuck_status if self.fault is Fault.STUCK_STATUS else int(self.status)
+        else:
+            value = self.receive
+        self._cycle_value = value
+        for bit, pin in enumerate(self.data):
+            if pin.function != "input":
+                continue  # already reported as contention
+            if (value >> bit) & 1:
+                pin.drive_high()
+            else:
+                pin.drive_low()
+
+    def _phi2_fell(self) -> None:
+        if not self._in_cycle:
+            return
+        now = time.monotonic()
+        self._in_cycle = False
+        if self._cycle_write:
+            value = sum(_level(p) << bit for bit, p in enumerate(self.data))
+            self._write(now, RS0(self._cycle_rs0), value)
+            return
+        # The chip lets go of D0-D3 as phi2 falls: the pins go back to their pulls.
+        for pin in self.data:
+            if pin.function == "input":
+                if pin.pull == "up":
+                    pin.drive_high()
+                elif pin.pull == "down":
+                    pin.drive_low()
+        sampled = len(self._sampled_pins) == len(self.data)
+        if self._cycle_rs0 == RS0.CONTROL:
+            self._record(now, "STATUS", False, self._cycle_value, sampled)
+            self._init_progress(False, None)
+            # Reading the status register clears IRQ and TDRE.
+            self.status &= ~(Status.IRQ | Status.TDRE)
+            self._set_irq_pin()
+        else:
+            self._record(now, "RX", False, self._cycle_value, sampled)
+            self.status &= ~Status.RDRF
+
+    def _record(self, now: float, register: str, write: bool, value: int,
+                sampled: bool = True) -> None:
+        self.cycles.append(BusCycle(now, register, write, value, sampled))
+
+    # -- registers ----------------------------------------------------------------------
+    def _init_progress(self, write: bool, value: int | None) -> None:
+        if self.initialised:
+            return
+        step = (write, value)
+        if step == INIT_SEQUENCE[self._init_step]:
+            self._init_step += 1
+        else:
+            self._init_step = 1 if step == INIT_SEQUENCE[0] else 0
+        if self._init_step == len(INIT_SEQUENCE):
+            self.initialised = True
+
+    def _write(self, now: float, rs0: RS0, value: int) -> None:
+        self._update(now)
+        register = "TX" if rs0 is RS0.DATA else "CRB" if self._rsel else "CRA"
+        # Recorded after the register took it, so that a violation names the
+        # cycle before as "after".
+        try:
+            if register == "TX":
+                if not self.initialised:
+                    self._init_step = 0  # a transmit write breaks the sequence
+                self._write_transmit(now, value)
+            elif register == "CRB":
+                self._rsel = False
+                self._init_progress(True, value)
+                self._write_crb(now, CRB(value))
+            else:
+                self._init_progress(True, value)
+                self._write_cra(now, CRA(value))
+        finally:
+            self._record(now, register, True, value)
+
+    def _write_transmit(self, now: float, code: int) -> None:
+        if not self.initialised:
+            self._violate(
+                "transmit register written before the initialisation sequence "
+                "(read status; write 0, 0, 8, 0; read status)"
+            )
+        if self.cra & CRA.CP:
+            self._violate("code written in call-progress mode (CRA.CP set): DTMF in CP mode")
+        self.transmit = code
+        if self._burst_mode:
+            if self._burst_end is not None:
+                into = (now - (self._burst_end - self._burst_length)) * 1000
+                self._violate(
+                    f"code written {into:.1f} ms into a burst, while TDRE was clear: "
+                    "burst mode needs TDRE before the next code"
+                )
+            self._start_burst(now)
+        elif self._tone is not None:
+            # Non-burst with TOUT on: the tone changes at once.
+            self._end_tone(now)
+            self._begin_tone(now)
+
+    def _write_cra(self, now: float, value: CRA) -> None:
+        before = self.cra
+        self.cra = value & ~CRA.RSEL
+        self._rsel = bool(value & CRA.RSEL)
+        if (value & CRA.TOUT) and not self.initialised:
+            self._violate("CRA.TOUT set before the initialisation sequence")
+        if (value & CRA.CP) and ((value & CRA.TOUT) or self._burst_end is not None):
+            self._violate("CRA.CP (call-progress mode) set while DTMF is being sent")
+        if not self._burst_mode:
+            if (value & CRA.TOUT) and not (before & CRA.TOUT):
+                self._begin_tone(now)
+            elif not (value & CRA.TOUT) and (before & CRA.TOUT):
+                self._end_tone(now)
+        elif not (value & CRA.TOUT) and self._tone is not None:
+            self._end_tone(now)  # TOUT off cuts a burst's tone short
+        self._set_irq_pin()
+
+    def _write_crb(self, now: float, value: CRB) -> None:
+        was_burst = self._burst_mode
+        self.crb = value
+        if was_burst and not self._burst_mode and self.cra & CRA.TOUT:
+            self._begin_tone(now)
+        elif not was_burst and self._burst_mode and self._tone is not None:
+            self._end_tone(now)
+
+    @property
+    def _burst_mode(self) -> bool:
+        return not self.crb & CRB.BURST
+
+    @property
+    def _burst_length(self) -> float:
+        # Call-progress mode doubles both halves of a burst.
+        factor = 2 if self.cra & CRA.CP else 1
+        return factor * (BURST_TONE_S + BURST_PAUSE_S)
+
+    def _frequencies(self, code: int) -> tuple[float, ...]:
+        key = CODE_KEYS[code]
+        low, high = FREQUENCIES[key]
+        if self.crb & CRB.SD:
+            return (high,) if self.crb & CRB.CR else (low,)
+        return (low, high)
+
+    def _begin_tone(self, start: float, end: float = float("inf")) -> None:
+        self._tone = ToneSegment(start, end, CODE_KEYS[self.transmit],
+                                 self._frequencies(self.transmit))
+        self.segments.append(self._tone)
+
+    def _end_tone(self, now: float) -> None:
+        if self._tone is not None:
+            self._tone.end = min(self._tone.end, now)
+            self._tone = None
+
+    def _start_burst(self, now: float) -> None:
+        length = self._burst_length
+        self._burst_end = now + length
+        self.status &= ~Status.TDRE
+        if self.cra & CRA.TOUT:
+            self._begin_tone(now, now + length / 2)
+        if self.irq is not None and self.cra & CRA.IRQ:
+            timer = threading.Timer(length, self._timer_fired)
+            timer.daemon = True
+            self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+            timer.start()
+
+    def _update(self, now: float) -> None:
+        """Advance the burst timer to ``now``."""
+        if self._tone is not None and self._tone.end <= now:
+            self._tone = None
+        if self._burst_end is not None and now >= self._burst_end:
+            self._burst_end = None
+            self.status |= Status.TDRE | Status.IRQ
+            self._set_irq_pin()
+
+    def _timer_fired(self) -> None:
+        with self._lock:
+            if self.fault is Fault.NONE:
+                self._update(time.monotonic())
+
+    def _set_irq_pin(self) -> None:
+        if self.irq is None or self.irq.function != "input":
+            return
+        if self.cra & CRA.IRQ and self.status & Status.IRQ:
+            self.irq.drive_low()
+        else:
+            self.irq.drive_high()
+
+    def receive_digit(self, key: str) -> None:
+        """The receiver decoded ``key`` from the line: RX holds it, RDRF and IRQ set."""
+        from gateway.lines.mt8880 import TONE_CODES
+
+        with self._lock:
+            self.receive = TONE_CODES[key]
+            self.status |= Status.RDRF | Status.IRQ
+            self._set_irq_pin()
+
+    # -- the relay and the audio ----------------------------------------------------------
+    def _relay_changed(self, level: bool) -> None:
+        off_hook = level == self._relay_active_high
+        now = time.monotonic()
+        with self._lock:
+            if off_hook and (not self._off_hook or self._off_hook[-1][1] != float("inf")):
+                self._off_hook.append([now, float("inf")])
+            elif not off_hook and self._off_hook and self._off_hook[-1][1] == float("inf"):
+                self._off_hook[-1][1] = now
+
+    def tone_segments(self, start: float = 0.0, end: float | None = None,
+                      line_only: bool = False) -> list[ToneSegment]:
+        """TONE output between ``start`` and ``end`` (monotonic seconds), cut to
+        the off-hook intervals when ``line_only`` and a relay is watched."""
+        with self._lock:
+            self._update(time.monotonic())
+            stop = time.monotonic() if end is None else end
+            pieces = [ToneSegment(max(s.start, start), min(s.end, stop), s.key, s.frequencies)
+                      for s in self.segments]
+            pieces = [p for p in pieces if p.end > p.start]
+            if line_only and self._relay is not None:
+                gated: list[ToneSegment] = []
+                for piece in pieces:
+                    for on, off in self._off_hook:
+                        s, e = max(piece.start, on), min(piece.end, off)
+                        if e > s:
+                            gated.append(ToneSegment(s, e, piece.key, piece.frequencies))
+                pieces = gated
+            return pieces
+
+    def render(self, engine: ToneEngine, start: float, end: float | None = None,
+               line_only: bool = True) -> Samples:
+        """What the TONE pin emitted from ``start`` to ``end`` as PCM at the
+        engine's rate (only while off hook when a relay is watched)."""
+        stop = time.monotonic() if end is None else end
+        rate = engine.settings.rate
+        out = np.zeros(max(round((stop - start) * rate), 0), dtype=np.int16)
+        for piece in self.tone_segments(start, stop, line_only):
+            i0 = round((piece.start - start) * rate)
+            i1 = min(round((piece.end - start) * rate), len(out))
+            if i1 > i0:
+                out[i0:i1] = engine.tone(piece.frequencies, (i1 - i0) * 1000 / rate)
+        return out
+
+    def line_audio(self, engine: ToneEngine, start: float, end: float | None = None) -> Samples:
+        """What the far end hears: TONE while the hook relay is closed."""
+        return self.render(engine, start, end, line_only=True)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def close(self) -> None:
+        """Detach from the pins (they stay in the factory)."""
+        with self._lock:
+            for timer in self._timers:
+                timer.cancel()
+            self._timers = []
+            for pin in (*self.data, self.rs0, self.rw, self.cs, self.phi2):
+                pin.simulator = None
+            if self._relay is not None:
+                self._relay.simulator = None
+
+    def __enter__(self) -> MT8880Simulator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def registers_written(cycles: Iterable[BusCycle]) -> list[str]:
+    """``["read STATUS=0b0000", "write CRA=0b0000", ...]``: cycles as text, for assertions."""
+    return [str(c) for c in cycles]
+
+
+__all__ = [
+    "INIT_SEQUENCE",
+    "BusCycle",
+    "Fault",
+    "MT8880Simulator",
+    "ProtocolViolation",
+    "ToneSegment",
+    "registers_written",
+]
