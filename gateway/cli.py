@@ -143,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="commands the user may run, e.g. SendDTMF,ListActiveCalls"
                         " (default: all)")
     passwd.set_defaults(func=_cmd_passwd)
+
+    from gateway import selftest
+
+    selftest.add_parser(sub)
     return parser
 
 
