@@ -113,7 +113,9 @@ class Call:
 
     @property
     def source(self) -> str:
-        return self.caller_id or "unknown" if self.direction == "inbound" else self.line
+        if self.direction == "inbound":
+            return self.caller_id or "unknown"
+        return self.line
 
     @property
     def destination(self) -> str:
@@ -236,11 +238,14 @@ class Gateway:
             raise LineBusy(f"line {line.name!r} did not get to the command in time") from None
 
     def _guarded(self, line: Line, call: Call, action: Callable[[], T]) -> T:
-        """Run a hardware action of ``call``; a fault ends the call on hook."""
+        """Run a hardware action of ``call``. A fault ends the call on hook, and
+        so does any unexpected error: a bug must not leave a line seized."""
         started = time.monotonic()
         try:
             self._ensure_open(line)
             result = action()
+        except NotSupported:
+            raise
         except LineFault as exc:
             line.driver.fault = str(exc)
             self.metrics.line_faults.labels(line.name).inc()
@@ -252,6 +257,9 @@ class Gateway:
                 line.driver.close()
             except Exception:
                 log.exception("line %s: closing after a fault failed", line.name)
+            raise
+        except Exception as exc:
+            self._end_call(line, call, f"internal error: {type(exc).__name__}")
             raise
         finally:
             self.metrics.busy_seconds.labels(line.name).inc(time.monotonic() - started)

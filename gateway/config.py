@@ -32,7 +32,9 @@ class ServerConfig:
     allow: list[str] = field(default_factory=lambda: ["0.0.0.0/0", "::/0"])
     #: Client networks refused even when ``allow`` matches.
     deny: list[str] = field(default_factory=list)
-    threads: int = field(default=16, metadata={"min": 1, "max": 256})
+    #: A request waiting for its line holds one of these, so there are enough
+    #: for full queues on a few lines with some left for ListActiveCalls and health.
+    threads: int = field(default=64, metadata={"min": 4, "max": 512})
     max_request_bytes: int = field(default=65536, metadata={"min": 1024, "max": 10485760})
     #: Where IncomingCall notifications go; empty: incoming calls are not answered.
     incoming_url: str = ""

@@ -312,6 +312,9 @@ def test_unexpected_error_is_800_and_well_formed(api: Api, gateway: Gateway,
     assert (answer.code, answer.message) == (800, "Internal error, see the gateway's log")
     assert b"Traceback" not in answer.body and b"a bug" not in answer.body
     assert any("a bug" in (r.exc_text or "") for r in caplog.records)
+    # A bug in a driver must not leave the line seized.
+    assert gateway.lines["line1"].driver.hook.value == "on-hook"
+    assert api(command="ListActiveCalls").root.findall("ActiveCalls/Call") == []
 
 
 def test_full_queue_802_and_nothing_lost(make_app: Callable[..., Flask]) -> None:
