@@ -427,7 +427,7 @@ def test_a_vanished_modem_faults_the_line_and_is_reopened_when_back(
     assert line.hook is HookState.ON_HOOK and "gone" in (line.fault or "")
     with pytest.raises(LineFault, match="on hook"):
         line.emit(plan("1"))
-    with pytest.raises(LineFault, match="cannot open"):
+    with pytest.raises(LineFault, match="cannot be opened"):
         line.off_hook()
     sim.reappear()
     del sim.commands[:]

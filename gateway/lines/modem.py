@@ -334,8 +334,11 @@ class ATPort:
         write_timeout: float,
         on_ring: Callable[[], None],
         on_lost: Callable[[BaseException | None], None],
+        label: str = "",
     ) -> None:
         self.url = url
+        #: How errors name this modem; the driver starts it with the line's name.
+        self.label = label or f"the modem at {url}"
         self._baudrate = baudrate
         self._write_timeout = write_timeout
         self._protocol = ATProtocol(on_ring, on_lost)
@@ -353,7 +356,7 @@ class ATPort:
             )
             port.reset_input_buffer()
         except (serial.SerialException, OSError, ValueError) as exc:
-            raise LineFault(f"cannot open the modem at {self.url}: {exc}") from exc
+            raise LineFault(f"{self.label} cannot be opened: {exc}") from exc
         reader = ReaderThread(port, lambda: self._protocol)
         reader.name = f"modem-reader {self.url}"
         reader.start()
@@ -372,23 +375,21 @@ class ATPort:
         ``timeout``, :class:`LineFault` when the port fails.
         """
         if not self._command_lock.acquire(timeout=wait):
-            raise LineFault(f"the modem at {self.url} is still busy; {command!r} was not sent")
+            raise LineFault(f"{self.label} is still busy; {command!r} was not sent")
         try:
             reader = self._reader
             if reader is None or not self.alive:
-                raise LineFault(f"the modem at {self.url} is gone: {self._protocol.lost}")
+                raise LineFault(f"{self.label} is gone: {self._protocol.lost}")
             answer = self._protocol.expect(command)
             log.debug("host: %r", command)
             try:
                 reader.write(command.encode("ascii") + self._protocol.TERMINATOR)
             except (serial.SerialException, OSError) as exc:
-                raise LineFault(f"writing {command!r} to the modem at {self.url}: {exc}") from exc
+                raise LineFault(f"{self.label}: writing {command!r} failed: {exc}") from exc
             if not answer.done.wait(timeout):
-                raise ModemSilent(
-                    f"the modem at {self.url} did not answer {command!r} within {timeout:g} s"
-                )
+                raise ModemSilent(f"{self.label} did not answer {command!r} within {timeout:g} s")
             if answer.error is not None or answer.result is None:
-                raise LineFault(f"the modem at {self.url} is gone: {answer.error}")
+                raise LineFault(f"{self.label} is gone: {answer.error}")
             return Reply(command, answer.result, tuple(answer.lines))
         finally:
             self._protocol.forget()
@@ -427,6 +428,11 @@ class ModemLine(LineDriver):
     def url(self) -> str:
         return self.simulator.port if self.simulator is not None else self.options.port
 
+    @property
+    def _label(self) -> str:
+        # The API finds the line a LineFault is about from "line '<name>':" first.
+        return f"line {self.name!r}: the modem at {self.url}"
+
     # -- lifecycle ---------------------------------------------------------------
     def open(self) -> None:
         if self.options.port == SIMULATED_PORT and self.simulator is None:
@@ -445,7 +451,8 @@ class ModemLine(LineDriver):
 
     def _connect(self) -> None:
         o = self.options
-        port = ATPort(self.url, o.baudrate, o.command_timeout_s, self._ring_heard, self._port_lost)
+        port = ATPort(self.url, o.baudrate, o.command_timeout_s, self._ring_heard,
+                      self._port_lost, self._label)
         port.open()
         self._port = port
         vtd = -(-Timing().duration_ms // o.vtd_unit_ms)
@@ -477,7 +484,7 @@ class ModemLine(LineDriver):
         """Run one command; anything but an ``accept``\\ ed result is a fault."""
         port = self._port
         if port is None:
-            raise LineFault(f"the modem at {self.url} is not open")
+            raise LineFault(f"{self._label} is not open")
         try:
             reply = port.command(command, timeout, wait=self._busy_bound)
         except ModemSilent as exc:
@@ -487,7 +494,7 @@ class ModemLine(LineDriver):
             self._fault(str(exc), answers=port.alive)
             raise
         if reply.result not in accept:
-            reason = f"the modem at {self.url} answered {reply.result} to {command!r}"
+            reason = f"{self._label} answered {reply.result} to {command!r}"
             if "[0,0," in command:
                 reason += ' (a modem without [0,0,dur] silences needs gap_mode = "driver")'
             self._fault(reason, answers=True)
@@ -508,7 +515,7 @@ class ModemLine(LineDriver):
     def _port_lost(self, exc: BaseException | None) -> None:
         """From the reader thread: the port failed (None: we closed it)."""
         if exc is not None:
-            self.fault = f"the modem at {self.url} is gone: {exc}"
+            self.fault = f"{self._label} is gone: {exc}"
             self._hook = HookState.ON_HOOK
             log.warning("line %s: %s", self.name, self.fault)
 
