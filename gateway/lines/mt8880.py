@@ -298,6 +298,8 @@ class MT8880:
         self.crb = CRB(0)
         #: Monotonic time by which the last burst started here is over.
         self.busy_until = 0.0
+        #: How long the last burst took to TDRE (102 ms with the right crystal).
+        self.last_burst_s: float | None = None
 
     # -- registers ---------------------------------------------------------------
     def read_status(self) -> Status:
@@ -382,8 +384,9 @@ class MT8880:
                     f"sending {key!r} (last status {describe(status)}; chip absent, no "
                     "crystal, or stuck status?)"
                 )
-            # The burst cannot end before its tone and pause; until then, sleep.
-            wake = max(started + BURST_TONE_S + BURST_PAUSE_S - now, poll_s)
+            # The burst cannot end before its tone and pause: sleep through most
+            # of it, then poll (early enough to see a fast crystal's short burst).
+            wake = max(started + 0.9 * (BURST_TONE_S + BURST_PAUSE_S) - now, poll_s)
             if irq is not None:
                 irq.wait(min(wake, deadline - now))
             else:
@@ -391,6 +394,7 @@ class MT8880:
             status = self.read_status()
             if status & Status.TDRE:
                 self.busy_until = time.monotonic()
+                self.last_burst_s = self.busy_until - started
                 return
 
 
@@ -586,9 +590,9 @@ class MT8880Line(LineDriver):
                 # The chip may be why we are closing; the relay is already off.
                 with contextlib.suppress(Exception):
                     self.chip.write_cra(CRA(0))
-            self._release()
             for call_id in list(self._call_started):
                 self.end_call(call_id)
+            self._release()
 
     def _release(self) -> None:
         if self.control is not None:
@@ -600,6 +604,10 @@ class MT8880Line(LineDriver):
         if self.chip is not None:
             self._quiet_at = max(self._quiet_at, self.chip.busy_until)
         self.chip = None
+        if self.simulator is not None and self._given_factory is None:
+            # Our own simulated chip goes with the pins (it stays readable);
+            # the next open builds a fresh one.
+            self.simulator.close()
         self._hook = HookState.ON_HOOK
 
     def _ready_chip(self) -> MT8880:
@@ -754,6 +762,8 @@ class MT8880Line(LineDriver):
         out["simulated"] = self.options.simulate
         if chip is not None:
             out["bus_cycles"] = chip.bus.cycles
+            if chip.last_burst_s is not None:
+                out["last_burst_ms"] = round(chip.last_burst_s * 1000, 1)
         if self.control is not None:
             out.update(self.control.status())
         return out
