@@ -63,7 +63,8 @@ def engine() -> ToneEngine:
 
 def make_line(sim: SimulatedModem, engine: ToneEngine, **options: Any) -> ModemLine:
     defaults: dict[str, Any] = {"port": sim.port, "command_timeout_s": 0.5,
-                                "answer_wait_ms": 0, "ring_timeout_s": 0.3}
+                                "reset_timeout_s": 0.5, "answer_wait_ms": 0,
+                                "ring_timeout_s": 0.3}
     return ModemLine("modem1", ModemOptions(**{**defaults, **options}), engine)
 
 
@@ -475,3 +476,42 @@ def test_sim_url_runs_a_simulated_modem_and_records_each_call(
         simulator = driver.simulator
     assert driver.simulator is None and not simulator.off_hook
     assert decode_wav(tmp_path / "AbCdE.wav") == "0#9"
+
+
+# -- selftest (bench bring-up) ---------------------------------------------------
+
+
+@needs_multimon
+def test_selftest_brings_up_a_modem_line(sim: SimulatedModem, engine: ToneEngine) -> None:
+    from gateway.selftest import DEFAULT_KEYS, check_line
+
+    report = check_line(make_line(sim, engine), plan(DEFAULT_KEYS))
+    assert report.passed, report.steps
+    assert sim.commands[: len(INIT) + 3] == [*INIT, "ATH1", "ATH0", "ATH1"]
+    assert sim.commands[-2:] == ["ATH0", "ATH0"]  # the sequence's on hook, then the closing one
+    assert not sim.off_hook
+    assert multimon_decode(sim.render(engine), engine.settings.rate) == DEFAULT_KEYS
+
+
+def test_selftest_reports_a_hung_modem_and_leaves_it_on_hook(
+    sim: SimulatedModem, engine: ToneEngine
+) -> None:
+    from gateway.selftest import check_line
+
+    sim.hang()
+    report = check_line(make_line(sim, engine), plan("1"))
+    assert not report.passed
+    assert report.steps[0].name == "open" and "did not answer 'ATZ'" in report.steps[0].detail
+    assert report.steps[-1].name == "close" and report.steps[-1].ok
+    assert not sim.off_hook
+
+
+def test_selftest_command_on_a_sim_url_config(tmp_path: Any, capsys: Any) -> None:
+    from gateway.cli import main
+
+    config = tmp_path / "gateway.toml"
+    config.write_text('[tones]\nduration_ms = 50\ngap_ms = 50\n\n'
+                      '[[line]]\nname = "modem1"\ndriver = "modem"\nport = "sim://"\n')
+    assert main(["selftest", "--config", str(config), "--keys", "159#"]) == 0
+    out = capsys.readouterr().out
+    assert "modem1: PASS" in out and "159#:" in out
