@@ -44,10 +44,12 @@ class Calls:
         return ok
 
 
-def control(factory: MockFactory, calls: Calls | None = None, **kw: object) -> LineControl:
+def control(factory: MockFactory, calls: Calls | None = None, rings: Calls | None = None,
+            **kw: object) -> LineControl:
     opts = {"hook_relay_pin": RELAY, "ring_detect_pin": RING, "hook_settle_ms": 0,
             "ring_guard_ms": 0, "ring_debounce_ms": 0.0} | kw
-    return LineControl("line1", GpioOptions(**opts), calls, factory=factory)  # type: ignore[arg-type]
+    return LineControl("line1", GpioOptions(**opts), calls,  # type: ignore[arg-type]
+                       factory=factory, on_ring=rings)
 
 
 def relay_history(factory: MockFactory) -> list[bool]:
@@ -335,8 +337,8 @@ def ring(pin: MockPin, bursts: int, on: float, off: float, hz: float = 20.0) -> 
 
 
 def test_ringing_on_the_pin_is_exactly_one_incoming_call(factory: MockFactory) -> None:
-    calls = Calls()
-    with control(factory, calls, ring_min_ms=60, ring_timeout_ms=1500) as line:
+    calls, rings = Calls(), Calls()
+    with control(factory, calls, rings, ring_min_ms=60, ring_timeout_ms=1500) as line:
         pin = factory.pin(RING)
         assert pin.state is True  # pulled up, idle
         ring(pin, bursts=3, on=0.25, off=0.35)
@@ -344,7 +346,8 @@ def test_ringing_on_the_pin_is_exactly_one_incoming_call(factory: MockFactory) -
         assert line.ringing
         time.sleep(0.2)
         assert calls.count == 1
-        assert line.cadence.rings == 3
+        # Sixty pulses in three bursts: three ring events, one call.
+        assert line.cadence.rings == 3 and rings.count == 3
         # The caller gives up; the line stops ringing after the timeout.
         time.sleep(1.6)
         assert not line.ringing

@@ -176,7 +176,7 @@ class AlsaLine(LineDriver):
         # The card's rate, whatever the gateway's [tones] rate: level, twist and
         # ramp come from the engine the call layer built.
         self.engine = ToneEngine(dataclasses.replace(engine.settings, rate=options.rate))
-        self.control = LineControl(name, options.gpio, on_incoming=lambda: self._ring(None))
+        self.control = LineControl(name, options.gpio, on_ring=lambda: self._ring(None))
         self.synthesiser = Synthesiser(options.espeak, options.speech_wpm)
         self.underruns = 0
         self.geometry: PcmGeometry | None = None

@@ -228,8 +228,11 @@ class LineControl:
     """One line's GPIO: compose it into a driver and call its hook methods.
 
     ``hook_relay``, ``ring_detect`` and ``loop_current`` are the gpiozero
-    devices (``None`` when not configured or not open). ``on_incoming`` is
-    called, on a thread of its own, once per incoming call.
+    devices (``None`` when not configured or not open). On a thread of its
+    own, ``on_ring`` is called for every ring and ``on_incoming`` once per
+    incoming call (its first ring). A driver under the call layer, which groups
+    rings into calls itself and ends a call when the rings stop, passes its
+    ring handler as ``on_ring``.
     """
 
     def __init__(
@@ -239,10 +242,12 @@ class LineControl:
         on_incoming: Callable[[], None] | None = None,
         factory: Any = None,
         clock: Callable[[], float] = time.monotonic,
+        on_ring: Callable[[], None] | None = None,
     ) -> None:
         self.line = line
         self.options = options
         self.on_incoming = on_incoming
+        self.on_ring = on_ring
         self._factory = factory
         self._clock = clock
         self.hook_relay: Any = None
@@ -434,8 +439,9 @@ class LineControl:
         with self._lock:
             if self._off_hook or now < self._guard_until:
                 return
-            burst = self.cadence.burst
+            burst, rings = self.cadence.burst, self.cadence.rings
             new_call = self.cadence.edge(now, active)
+            rang = self.cadence.rings != rings
             if self.cadence.burst != burst and self.options.ring_min_ms:
                 # A steady level (an RC-filtered optocoupler) makes no more
                 # edges, so look again when the burst is old enough to count.
@@ -446,24 +452,37 @@ class LineControl:
                 )
                 self._timer.daemon = True
                 self._timer.start()
-        if new_call:
-            self._incoming()
+        if rang:
+            self._rang(new_call)
 
     def _ring_timer(self, burst: int) -> None:
         now = self._clock()
         with self._lock:
             if self._off_hook or self.ring_detect is None:
                 return
+            rings = self.cadence.rings
             new_call = self.cadence.check(now, burst)
-        if new_call:
-            self._incoming()
+            rang = self.cadence.rings != rings
+        if rang:
+            self._rang(new_call)
 
-    def _incoming(self) -> None:
-        handler = self.on_incoming
-        log.info("line %s: incoming call (ring %d)", self.line, self.cadence.rings)
-        if handler is not None:
-            # Off the GPIO event thread, so a slow handler cannot delay edges.
-            threading.Thread(target=handler, name=f"{self.line}-ring", daemon=True).start()
+    def _rang(self, new_call: bool) -> None:
+        handlers = [h for h in (self.on_incoming if new_call else None, self.on_ring)
+                    if h is not None]
+        if new_call:
+            log.info("line %s: incoming call", self.line)
+        if not handlers:
+            return
+
+        def dispatch() -> None:
+            for handler in handlers:
+                try:
+                    handler()
+                except Exception:
+                    log.exception("line %s: ring handler failed", self.line)
+
+        # Off the GPIO event thread, so a slow handler cannot delay edges.
+        threading.Thread(target=dispatch, name=f"{self.line}-ring", daemon=True).start()
 
     # -- health ------------------------------------------------------------------
     def status(self) -> dict[str, object]:
