@@ -11,16 +11,18 @@ import base64
 import binascii
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway import notify, ozml
-from gateway.api.responses import Code, element, message, render
+from gateway.api.responses import MESSAGES, Code, element, message, render
 from gateway.auth import AddressPolicy, Lockout, User, Users
 from gateway.calls import AmbiguousCall, Call, Gateway, Inappropriate
+from gateway.commandlog import CommandLog, CommandRecord
 from gateway.errors import CallFailed, CallNotFound, KeyStringError, LineBusy, LineFault
 from gateway.keys import parse_keys
 from gateway.lines.base import Party
@@ -51,6 +53,8 @@ class ApiState:
     users: Users
     policy: AddressPolicy
     lockout: Lockout
+    #: Recent commands of the API and the console (the console's log page).
+    commands: CommandLog = field(default_factory=CommandLog)
 
 
 def state() -> ApiState:
@@ -59,22 +63,27 @@ def state() -> ApiState:
 
 
 class Params:
-    """The request's parameters, by lower-cased name, from the query and the form."""
+    """The request's parameters, by lower-cased name, from the query and the form
+    (or from ``given``: the console's forms, mapped to API parameter names)."""
 
-    def __init__(self) -> None:
+    def __init__(self, given: Mapping[str, str] | None = None) -> None:
         self.values: dict[str, str] = {}
         self.names: dict[str, str] = {}
         self.repeated: set[str] = set()
-        sources = [request.args]
-        if request.method == "POST":
-            sources.append(request.form)
-        for source in sources:
-            for name, value in source.items(multi=True):
-                key = name.lower()
-                if key in self.values and self.values[key] != value:
-                    self.repeated.add(key)
-                self.values[key] = value
-                self.names.setdefault(key, name)
+        pairs: Iterable[tuple[str, str]]
+        if given is not None:
+            pairs = given.items()
+        else:
+            sources = [request.args]
+            if request.method == "POST":
+                sources.append(request.form)
+            pairs = [item for source in sources for item in source.items(multi=True)]
+        for name, value in pairs:
+            key = name.lower()
+            if key in self.values and self.values[key] != value:
+                self.repeated.add(key)
+            self.values[key] = value
+            self.names.setdefault(key, name)
 
     def get(self, name: str, command: str, *, required: bool = False) -> str | None:
         key = name.lower()
@@ -263,6 +272,67 @@ def authenticate(params: Params, address: str, command: str) -> User:
 # -- the endpoint -------------------------------------------------------------
 
 
+@dataclass
+class Outcome:
+    """What one command came to: its code, and the call and line it was about."""
+
+    code: Code
+    text: str | None = None  # the whole Message; None: the code's own
+    extra: str = ""
+    call: str = "-"
+    line: str = "-"
+
+    @property
+    def message(self) -> str:
+        return self.text if self.text is not None else MESSAGES[self.code]
+
+
+def execute(handler: Handler, params: Params, command: str) -> Outcome:
+    """Run one command's handler; what it raised becomes Ozeki's code. The API
+    and the console both come through here, so they answer alike."""
+    try:
+        extra, answered = handler(params)
+    except ApiError as exc:
+        return Outcome(exc.code, exc.text)
+    except CallNotFound as exc:
+        return Outcome(Code.CALL_NOT_FOUND, message(Code.CALL_NOT_FOUND, exc.call_id),
+                       call=exc.call_id)
+    except Inappropriate as exc:
+        return Outcome(Code.INAPPROPRIATE,
+                       message(Code.INAPPROPRIATE, exc.command, detail=str(exc)))
+    except CallFailed as exc:
+        return Outcome(Code.CALL_CONNECT_FAILED,
+                       message(Code.CALL_CONNECT_FAILED, exc.dialed, exc.state))
+    except LineFault as exc:
+        line = _line_of(exc)
+        return Outcome(Code.LINE_FAULT, message(Code.LINE_FAULT, line, exc), line=line)
+    except LineBusy as exc:
+        line = _line_of(exc)
+        return Outcome(Code.LINE_BUSY, message(Code.LINE_BUSY, line, exc), line=line)
+    except Exception:
+        log.exception("api: %s failed", command or "request")
+        return Outcome(Code.INTERNAL_ERROR)
+    if answered is None:
+        return Outcome(Code.OK, extra=extra)
+    return Outcome(Code.OK, extra=extra, call=answered.call_id, line=answered.line)
+
+
+def record(via: str, user: str, address: str, command: str, outcome: Outcome,
+           elapsed: float) -> None:
+    """Count, log and remember one command of the API or the console."""
+    api_state = state()
+    metrics = api_state.gateway.metrics
+    metrics.commands.labels(command or "-", str(int(outcome.code))).inc()
+    metrics.request_seconds.labels(command or "-").observe(elapsed)
+    # One line per command. Never the query string: it may carry a password.
+    log.info("%s user=%s addr=%s command=%s line=%s call=%s code=%d ms=%.0f",
+             via, user, address, command or "-", outcome.line, outcome.call, outcome.code,
+             elapsed * 1000)
+    api_state.commands.add(CommandRecord(
+        datetime.now(), via, user, address, command or "-", outcome.line, outcome.call,
+        int(outcome.code)))
+
+
 def xml(body: str) -> Response:
     return Response(body, status=200, content_type="application/xml; charset=utf-8")
 
@@ -271,8 +341,7 @@ def xml(body: str) -> Response:
 def api() -> Response:
     started = time.monotonic()
     address = request.remote_addr or ""
-    command, user, call, line = "", "-", "-", "-"
-    extra = ""
+    command, user = "", "-"
     try:
         try:
             params = Params()
@@ -286,37 +355,16 @@ def api() -> Response:
         user = authenticate(params, address, name).name
         if handler is None:
             raise ApiError(Code.NOT_IMPLEMENTED, message(Code.NOT_IMPLEMENTED, raw))
-        extra, answered = handler(params)
-        if answered is not None:
-            call, line = answered.call_id, answered.line
-        code, text = Code.OK, None
+        outcome = execute(handler, params, command)
     except ApiError as exc:
-        code, text = exc.code, exc.text
-    except CallNotFound as exc:
-        code, call = Code.CALL_NOT_FOUND, exc.call_id
-        text = message(Code.CALL_NOT_FOUND, exc.call_id)
-    except Inappropriate as exc:
-        code, text = Code.INAPPROPRIATE, message(Code.INAPPROPRIATE, exc.command, detail=str(exc))
-    except CallFailed as exc:
-        code, text = Code.CALL_CONNECT_FAILED, message(
-            Code.CALL_CONNECT_FAILED, exc.dialed, exc.state)
-    except LineFault as exc:
-        line = _line_of(exc)
-        code, text = Code.LINE_FAULT, message(Code.LINE_FAULT, line, exc)
-    except LineBusy as exc:
-        line = _line_of(exc)
-        code, text = Code.LINE_BUSY, message(Code.LINE_BUSY, line, exc)
+        outcome = Outcome(exc.code, exc.text)
     except Exception:
+        # e.g. a users file broken by hand while running: still an Ozeki answer.
         log.exception("api: %s failed", command or "request")
-        code, text = Code.INTERNAL_ERROR, None
-    elapsed = time.monotonic() - started
-    metrics = state().gateway.metrics
-    metrics.commands.labels(command or "-", str(int(code))).inc()
-    metrics.request_seconds.labels(command or "-").observe(elapsed)
-    # One line per command. Never the query string: it may carry a password.
-    log.info("api user=%s addr=%s command=%s line=%s call=%s code=%d ms=%.0f",
-             user, address, command or "-", line, call, code, elapsed * 1000)
-    return xml(render(code, text, extra=extra if code == Code.OK else ""))
+        outcome = Outcome(Code.INTERNAL_ERROR)
+    record("api", user, address, command, outcome, time.monotonic() - started)
+    return xml(render(outcome.code, outcome.text,
+                      extra=outcome.extra if outcome.code == Code.OK else ""))
 
 
 def _line_of(exc: Exception) -> str:

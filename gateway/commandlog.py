@@ -1,0 +1,59 @@
+"""The recent commands of the API and the web console, for the console's log page.
+
+Bounded and in memory: it answers "did my keys go out?", it is not an audit
+trail (the one line per command in the service log is that). No parameter is
+kept, so nothing a client sent - a password, a URL with credentials in it, the
+keys of a gate code - can show up here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+#: Commands that change nothing. An integrator polling one of them every second
+#: would push every action out of the log, so repeats fold into one row.
+READ_ONLY = frozenset({"ListActiveCalls"})
+SIZE = 200
+
+
+@dataclass(frozen=True)
+class CommandRecord:
+    at: datetime
+    via: str  # "api" or "console"
+    user: str
+    address: str
+    command: str
+    line: str
+    call: str
+    code: int
+    #: How many identical read-only commands in a row this row stands for.
+    count: int = 1
+
+    def same_as(self, other: CommandRecord) -> bool:
+        return (self.via, self.user, self.address, self.command, self.line, self.call,
+                self.code) == (other.via, other.user, other.address, other.command,
+                               other.line, other.call, other.code)
+
+
+class CommandLog:
+    def __init__(self, size: int = SIZE) -> None:
+        self._records: deque[CommandRecord] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def add(self, record: CommandRecord) -> None:
+        with self._lock:
+            last = self._records[-1] if self._records else None
+            if last is not None and record.command in READ_ONLY and record.same_as(last):
+                self._records[-1] = replace(record, count=last.count + 1)
+            else:
+                self._records.append(record)
+
+    def recent(self, limit: int | None = None) -> list[CommandRecord]:
+        """Newest first."""
+        with self._lock:
+            records = list(self._records)
+        records.reverse()
+        return records if limit is None else records[:limit]
