@@ -166,6 +166,14 @@ class Users:
             self._cache[key] = time.monotonic() + CACHE_SECONDS
         return user
 
+    def get(self, name: str) -> User | None:
+        """The user as the file has it now (a console session re-reads its
+        user on every request, so removing the user or changing the password
+        ends the session)."""
+        with self._lock:
+            self._reload()
+            return self._users.get(name)
+
     def __len__(self) -> int:
         with self._lock:
             self._reload()
