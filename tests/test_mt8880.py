@@ -153,7 +153,9 @@ class Analyser:
                     assert not self.changes(f"D{bit}", cs_low, cs_high), f"D{bit} moved in a write"
                 sample = rise
             else:
-                sample = (rise + fall) / 2  # while phi2 is high
+                # Late in the strobe, as the driver samples: the data is valid
+                # from some time after phi2 rises until after it falls.
+                sample = fall - min(20e-6, (fall - rise) / 4)
             value = sum(int(self.level(f"D{bit}", sample)) << bit for bit in range(4))
             out.append(("W" if write else "R", int(self.level("RS0", rise)), value))
         assert len(strobes) == len(out), "a phi2 strobe outside any CS low"

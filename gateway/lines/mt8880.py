@@ -384,12 +384,12 @@ class MT8880:
                     f"sending {key!r} (last status {describe(status)}; chip absent, no "
                     "crystal, or stuck status?)"
                 )
-            # The burst cannot end before its tone and pause: sleep through most
-            # of it, then poll (early enough to see a fast crystal's short burst).
-            wake = max(started + 0.9 * (BURST_TONE_S + BURST_PAUSE_S) - now, poll_s)
             if irq is not None:
-                irq.wait(min(wake, deadline - now))
+                irq.wait(deadline - now)
             else:
+                # The burst cannot end before its tone and pause: sleep through
+                # most of it, then poll (early enough to see a fast crystal).
+                wake = max(started + 0.9 * (BURST_TONE_S + BURST_PAUSE_S) - now, poll_s)
                 time.sleep(min(wake, deadline - now))
             status = self.read_status()
             if status & Status.TDRE:
