@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import tomllib
 import types
 import typing
@@ -59,6 +60,13 @@ class AuthConfig:
     #: Failed logins from one address before it is locked out.
     lockout_failures: int = field(default=5, metadata={"min": 1, "max": 1000})
     lockout_seconds: float = field(default=300.0, metadata={"min": 0.0, "max": 86400.0})
+
+    def __post_init__(self) -> None:
+        try:
+            Path(self.users_file).expanduser()
+        except RuntimeError:
+            raise ValueError(f"users_file: {self.users_file!r}: no home directory to expand "
+                             "'~' to") from None
 
 
 @dataclass
@@ -146,6 +154,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     }.get(tp, True)
     if not ok:
         raise ConfigError(f"{where}: {value!r} is not {_type_name(tp)}")
+    if tp is float and not math.isfinite(value):
+        # TOML's nan would pass every min/max comparison below.
+        raise ConfigError(f"{where}: {value!r} is not a finite number")
     return float(value) if tp is float else value
 
 
@@ -180,12 +191,19 @@ def build(cls: type[T], table: dict[str, Any], where: str = "") -> T:
         raise ConfigError(f"{prefix}{exc}" if prefix else str(exc)) from None
 
 
-def _resolve_paths(options: Any, base_dir: Path) -> None:
+def _expand_user(value: str, where: str) -> Path:
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:
+        raise ConfigError(f"{where}: {value!r}: no home directory to expand '~' to") from None
+
+
+def _resolve_paths(options: Any, base_dir: Path, where: str) -> None:
     """Make option fields marked ``{"path": True}`` absolute, beside the config file."""
     for f in dataclasses.fields(options):
         value = getattr(options, f.name)
         if f.metadata.get("path") and isinstance(value, str) and value:
-            p = Path(value).expanduser()
+            p = _expand_user(value, f"{where}.{f.name}")
             setattr(options, f.name, str(p if p.is_absolute() else base_dir / p))
 
 
@@ -208,7 +226,7 @@ def _build_line(table: Any, index: int, seen: set[str], base_dir: Path) -> LineC
         )
     rest = {k: v for k, v in table.items() if k not in common}
     line.options = build(driver_spec(line.driver).options, rest, where)
-    _resolve_paths(line.options, base_dir)
+    _resolve_paths(line.options, base_dir, where)
     return line
 
 
