@@ -6,6 +6,7 @@ mock pin's state history.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -206,10 +207,15 @@ def test_device_that_does_not_exist(tap: AlsaTap) -> None:
 
 
 def fifo_reader(path: Path, limit: int) -> threading.Thread:
-    """A consumer that takes ``limit`` bytes and goes away: an unplugged device."""
+    """A consumer that takes ``limit`` bytes and goes away: an unplugged device.
+
+    The pipe holds one page, so a writer meets the consumer's absence within
+    4 KiB instead of filling the default 64 KiB first.
+    """
 
     def read() -> None:
         fd = os.open(path, os.O_RDONLY)
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 4096)
         try:
             got = 0
             while got < limit:

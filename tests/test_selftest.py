@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 from collections.abc import Iterator
@@ -84,7 +85,7 @@ def test_a_missing_device_fails_its_line_only(
     status = main(["selftest", "--config", str(write_config(tmp_path, device="nosuch"))])
     out = capsys.readouterr().out
     assert status == 1
-    assert ("  FAIL  open            LineFault: ALSA device 'nosuch': "
+    assert ("  FAIL  open            LineFault: line 'hat': ALSA device 'nosuch': "
             "No such file or directory [nosuch]") in out
     assert "hat: FAIL" in out and "sim: PASS" in out
     assert out.rstrip().endswith("2 line(s): 1 passed, 1 failed (hat)")
@@ -100,6 +101,7 @@ def test_device_dying_during_the_tones(
 
     def take_a_little() -> None:
         fd = os.open(fifo, os.O_RDONLY)
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 4096)  # writes fail within a page of it going
         os.read(fd, 100)
         os.close(fd)
 
@@ -108,7 +110,8 @@ def test_device_dying_during_the_tones(
                    "--line", "hat"])
     out = capsys.readouterr().out
     assert status == 1
-    assert "  FAIL  tones           LineFault: ALSA device 'dying': Input/output error" in out
+    assert ("  FAIL  tones           LineFault: line 'hat': ALSA device 'dying': "
+            "Input/output error") in out
     assert "  PASS  close" in out and "sim" not in out
     states = [s.state for s in pin_factory("mock").pin(RELAY).states]
     assert states == [False, True, False, True, False]

@@ -232,7 +232,7 @@ class AlsaLine(LineDriver):
                 periods=opts.periods,
             )
         except alsa.ALSAAudioError as exc:
-            raise LineFault(f"ALSA device {opts.device!r}: {exc}") from exc
+            raise LineFault(f"line {self.name!r}: ALSA device {opts.device!r}: {exc}") from exc
         info = pcm.info()
         got = (info["rate"], info["channels"], info["format_name"])
         if got != (opts.rate, channels, "S16_LE"):
@@ -240,9 +240,9 @@ class AlsaLine(LineDriver):
             # pyalsaaudio takes whatever hw params the device settles on; a
             # hw: device does no conversion, so say what would work.
             raise LineFault(
-                f"ALSA device {opts.device!r} plays {got[0]} Hz, {got[1]} channel(s), {got[2]}, "
-                f"not {opts.rate} Hz, {channels} channel(s), S16_LE: use its plughw: name, "
-                "or set rate and routing.channels to what it plays"
+                f"line {self.name!r}: ALSA device {opts.device!r} plays {got[0]} Hz, "
+                f"{got[1]} channel(s), {got[2]}, not {opts.rate} Hz, {channels} channel(s), "
+                "S16_LE: use its plughw: name, or set rate and routing.channels to what it plays"
             )
         self.geometry = PcmGeometry(opts.rate, channels, int(info["period_size"]),
                                     int(info["buffer_size"]))
@@ -292,7 +292,8 @@ class AlsaLine(LineDriver):
         routing = self.options.routing
         frames = route(mono, routing.channels, routing.channels_for(party))
         data = np.ascontiguousarray(frames, dtype="<i2").tobytes()
-        device = self.options.device
+        # Faults name the line first: the API reports them as that line's.
+        where = f"line {self.name!r}: ALSA device {self.options.device!r}"
         with self._pcm_lock:
             try:
                 self._open_pcm()  # after a fault: the device may be back
@@ -303,11 +304,11 @@ class AlsaLine(LineDriver):
                          keep_going=lambda: self._hook is HookState.OFF_HOOK,
                          on_underrun=self._underrun)
                 except self._alsa.ALSAAudioError as exc:
-                    raise LineFault(f"ALSA device {device!r}: {exc}") from exc
+                    raise LineFault(f"{where}: {exc}") from exc
                 except Aborted:
                     raise
                 except LineFault as exc:
-                    raise LineFault(f"ALSA device {device!r}: {exc}") from exc
+                    raise LineFault(f"{where}: {exc}") from exc
             except BaseException as exc:
                 # Whatever went wrong, the line does not stay seized on a
                 # device in an unknown state; the next command reopens it.

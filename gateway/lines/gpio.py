@@ -272,11 +272,17 @@ class LineControl:
             opts = self.options
             if not opts.configured:
                 return
-            factory = self._factory if self._factory is not None else pin_factory(opts.pin_factory)
+            # Faults name the line first: the API reports them as that line's.
+            where = f"line {self.line!r}: GPIO"
+            try:
+                factory = self._factory if self._factory is not None else pin_factory(
+                    opts.pin_factory)
+            except LineFault as exc:
+                raise LineFault(f"line {self.line!r}: {exc}") from exc
             try:
                 from gpiozero import DigitalInputDevice, DigitalOutputDevice
             except ImportError as exc:  # pragma: no cover - gpiozero is a dependency
-                raise LineFault(f"GPIO: gpiozero is not installed ({exc})") from exc
+                raise LineFault(f"{where}: gpiozero is not installed ({exc})") from exc
             what = ""
             try:
                 if opts.hook_relay_pin is not None:
@@ -312,7 +318,7 @@ class LineControl:
                 # gpiozero's errors (pin in use, no factory, bad pin) and the
                 # backends' own (lgpio.error, RuntimeError from RPi.GPIO).
                 self._release_devices()
-                raise LineFault(f"GPIO: cannot open {what}: {exc}") from exc
+                raise LineFault(f"{where}: cannot open {what}: {exc}") from exc
             self._off_hook = False
             self._guard_until = self._clock() + opts.ring_guard_ms / 1000
             self.cadence.reset()
@@ -409,8 +415,8 @@ class LineControl:
                 log.error("line %s: %s", self.line, self.fault)
 
     def _fault(self, message: str) -> LineFault:
-        self.fault = message
-        return LineFault(message)
+        self.fault = f"line {self.line!r}: {message}"
+        return LineFault(self.fault)
 
     @property
     def relay_energised(self) -> bool | None:
