@@ -420,9 +420,9 @@ class ModemLine(LineDriver):
         self._ring_lock = threading.Lock()
         self._last_ring: float | None = None
         self._recording: tuple[str, int] | None = None
-        o = options
-        #: The longest a command may hold the port, so waiting for it is bounded too.
-        self._busy_bound = max(o.dial_timeout_s, o.reset_timeout_s) + o.command_timeout_s + 6.0
+        #: How long a command waits while another thread's command has the port
+        #: (on_hook from the shutdown path during a dial, at worst).
+        self._busy_bound = options.dial_timeout_s + options.command_timeout_s
 
     @property
     def url(self) -> str:
@@ -495,7 +495,7 @@ class ModemLine(LineDriver):
             raise
         if reply.result not in accept:
             reason = f"{self._label} answered {reply.result} to {command!r}"
-            if "[0,0," in command:
+            if reply.result == "ERROR" and "[0,0," in command:
                 reason += ' (a modem without [0,0,dur] silences needs gap_mode = "driver")'
             self._fault(reason, answers=True)
             raise LineFault(reason)
