@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import threading
 import time
+import tomllib
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,13 +21,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gateway.config import ConfigError, build
+from gateway.config import ConfigError, build, from_mapping
 from gateway.errors import LineFault, NotSupported
 from gateway.keys import parse_keys
 from gateway.lines import driver_spec
 from gateway.lines.alsa import Aborted, AlsaLine, AlsaOptions, PcmGeometry, play
 from gateway.lines.base import HookState, Party
-from gateway.lines.gpio import pin_factory
+from gateway.lines.gpio import GpioOptions, pin_factory
 from gateway.tones import Timing, ToneEngine, TonePlan, ToneSettings
 from tests.alsa_tap import AlsaTap
 from tests.support import decode_raw, multimon_decode, needs_multimon
@@ -82,6 +83,21 @@ def test_registered_and_built_from_a_line_table() -> None:
     }, "line[0]")
     assert opts.frames_per_period == 480 and opts.periods == 4  # 40 ms
     assert opts.gpio.ring_detect_pin == 27 and opts.call_timing.dial_tone_ms == 1500
+
+
+def test_example_config_block_is_valid_and_documents_the_defaults() -> None:
+    example = Path(__file__).parent.parent / "deploy" / "gateway.example.toml"
+    text = example.read_text()
+    start = text.index('# [[line]]\n# name = "hat1"')
+    block = text[start : text.index("\n\n", start)]
+    uncommented = "\n".join(line[2:] for line in block.splitlines())
+    config = from_mapping(tomllib.loads(uncommented))
+    (line,) = config.lines
+    assert line.driver == "alsa"
+    assert line.options == AlsaOptions(
+        device="plughw:CARD=sndrpihifiberry,DEV=0",
+        gpio=GpioOptions(hook_relay_pin=17, ring_detect_pin=27),
+    )
 
 
 @pytest.mark.parametrize(
