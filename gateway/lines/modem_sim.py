@@ -39,9 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
+from gateway.keys import KEYS
 from gateway.tones import Samples, ToneEngine
 
-DTMF_KEYS = "0123456789*#ABCD"
 HOOK_FLASH = "!"
 VOICE_CLASS = 8
 #: V.250 asks a DCE to take at least 40 characters after ``AT``; many take more.
@@ -475,7 +475,7 @@ class SimulatedModem:
                 fields = [f.strip() for f in value[pos + 1 : close].split(",")]
                 pos = close + 1
                 if opener == "{":
-                    if len(fields) != 2 or fields[0].upper() not in DTMF_KEYS + HOOK_FLASH:
+                    if len(fields) != 2 or fields[0].upper() not in KEYS + HOOK_FLASH:
                         raise _Syntax("{X,dur} element")
                     elements.append(
                         (fields[0].upper(), (0, 0), _units(fields[1], default=self.vtd))
@@ -488,7 +488,7 @@ class SimulatedModem:
                     if tone == (0, 0) and not self.silence_tones:
                         raise _Syntax("this modem has no silence element")
                     elements.append((None, tone, _units(fields[2], default=self.vtd)))
-            elif opener.upper() in DTMF_KEYS + HOOK_FLASH:
+            elif opener.upper() in KEYS + HOOK_FLASH:
                 elements.append((opener.upper(), (0, 0), self.vtd))
                 pos += 1
             else:
@@ -513,8 +513,8 @@ class SimulatedModem:
         self._interrupt.wait(offset)
 
     def _dial(self, text: str) -> str:
-        number = "".join(c for c in text.upper() if c in DTMF_KEYS + ",")
-        if any(c not in DTMF_KEYS + ",TPW@!;" for c in text.upper().replace(" ", "")):
+        number = "".join(c for c in text.upper() if c in KEYS + ",")
+        if any(c not in KEYS + ",TPW@!;" for c in text.upper().replace(" ", "")):
             raise _Syntax("dial string")
         with self._lock:
             self.dialled.append(number)
