@@ -12,8 +12,10 @@ import itertools
 import re
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -687,6 +689,20 @@ def test_registered_and_built_from_toml(tmp_path: Any) -> None:
 def test_bad_options_name_the_key(table: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         from_mapping({"line": [{"name": "m1", "driver": "mt8880", **table}]})
+
+
+def test_example_config_block_is_valid_and_documents_the_defaults() -> None:
+    example = Path(__file__).parent.parent / "deploy" / "gateway.example.toml"
+    text = example.read_text()
+    start = text.index('# [[line]]\n# name = "mt1"')
+    end = text.find("\n\n", start)
+    block = text[start : end if end >= 0 else len(text)]
+    uncommented = "\n".join(line[2:] for line in block.splitlines())
+    (line,) = from_mapping(tomllib.loads(uncommented)).lines
+    assert line.driver == "mt8880"
+    # Every key shown is its default, but for the optional pins wired in the notes.
+    assert line.options == MT8880Options(
+        irq_pin=23, gpio=GpioOptions(hook_relay_pin=17, ring_detect_pin=27))
 
 
 def test_default_pins_do_not_collide_with_the_suggested_relay_and_ring() -> None:
