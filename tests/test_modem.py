@@ -10,7 +10,10 @@ from __future__ import annotations
 import re
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -152,6 +155,19 @@ def test_options_are_checked_by_the_config_loader(tmp_path: Any) -> None:
         from_mapping({"line": [{**line, "init": ["ATZ\rATH1"]}]})
     with pytest.raises(ConfigError, match=r"line\[0\]\.vtd_unit_ms"):
         from_mapping({"line": [{**line, "vtd_unit_ms": 50}]})
+
+
+def test_example_config_block_is_valid_and_documents_the_defaults() -> None:
+    example = Path(__file__).parent.parent / "deploy" / "gateway.example.toml"
+    text = example.read_text()
+    start = text.index('# [[line]]\n# name = "modem1"')
+    end = text.find("\n\n", start)
+    block = text[start : end if end >= 0 else len(text)]
+    uncommented = "\n".join(line[2:] for line in block.splitlines())
+    (line,) = from_mapping(tomllib.loads(uncommented), base_dir=Path("/srv")).lines
+    assert line.driver == "modem"
+    assert line.options.record_dir == "/srv/recordings"
+    assert replace(line.options, record_dir="recordings") == ModemOptions()
 
 
 # -- the simulated modem itself ------------------------------------------------
