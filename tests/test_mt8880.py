@@ -276,6 +276,20 @@ def test_irq_pin_replaces_polling(make_rig: Callable[..., Rig]) -> None:
     assert rig.factory.pin(23).state  # IRQ released by the last status read
 
 
+def test_irq_from_the_receiver_does_not_spin_the_wait(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig(relay=False, burst=True, irq_pin=23)
+    rig.line.open()
+    rig.line.off_hook()
+    before = len(rig.sim.cycles)
+    # The receiver hears a digit 20 ms into the burst: IRQ falls early, RDRF stays set.
+    timer = threading.Timer(0.02, rig.sim.receive_digit, ("5",))
+    timer.start()
+    send(rig.line, "1")
+    timer.join()
+    reads = [c for c in list(rig.sim.cycles)[before:] if c.register == "STATUS"]
+    assert [Status(c.value) & Status.TDRE for c in reads] == [0, 0, Status.TDRE]
+
+
 # -- audio and timing ---------------------------------------------------------------------
 
 

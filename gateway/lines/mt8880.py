@@ -386,6 +386,9 @@ class MT8880:
                 )
             if irq is not None:
                 irq.wait(deadline - now)
+                # Cleared before the read, which releases IRQ: an edge from
+                # something else (RDRF) must not make this loop spin.
+                irq.clear()
             else:
                 # The burst cannot end before its tone and pause: sleep through
                 # most of it, then poll (early enough to see a fast crystal).
