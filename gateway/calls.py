@@ -459,6 +459,8 @@ class Gateway:
             for command in script:
                 if call.hangup.is_set() or call.state is not CallState.IN_CALL:
                     return
+                # A script is one job; each command bounds its own time.
+                line.worker.progress()
                 if isinstance(command, ozml.SendDTMF):
                     plan, party = command.plan, command.party
                     self._guarded(line, call, lambda p=plan, q=party: line.driver.emit(p, q))  # type: ignore[misc]

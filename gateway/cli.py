@@ -65,8 +65,7 @@ def _load_config(path: str | None) -> Config:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import logging
-
+    from gateway import logs
     from gateway.server import serve
 
     config = _load_config(args.config)
@@ -76,11 +75,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if not 0 <= args.port <= 65535:
             raise UsageError(f"--port {args.port} is outside 0 to 65535")
         config.server.port = args.port
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stdout,
-    )
+    # Passwords scrubbed from every record; journald's format under systemd.
+    logs.setup(args.log_level, sys.stdout)
     return serve(config)
 
 

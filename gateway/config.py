@@ -69,6 +69,29 @@ class AuthConfig:
                              "'~' to") from None
 
 
+#: Who may read ``/healthz`` and ``/metrics``.
+HEALTH_ACCESS = ("on", "loopback", "off")
+
+
+@dataclass
+class HealthConfig:
+    #: ``GET /healthz`` (no password): "on" (clients ``server.allow`` admits),
+    #: "loopback" (this machine only), or "off".
+    healthz: str = "on"
+    #: ``GET /metrics`` in Prometheus text format: "on", "loopback" or "off".
+    metrics: str = "on"
+    #: The service watchdog calls a line stuck when one command (or one step
+    #: of an OzML script) runs longer than this. The longest a healthy one
+    #: takes is a Call dialling 128 keys at the slowest timing: about 1030 s.
+    stuck_after_s: float = field(default=1800.0, metadata={"min": 10.0, "max": 86400.0})
+
+    def __post_init__(self) -> None:
+        for name in ("healthz", "metrics"):
+            if getattr(self, name) not in HEALTH_ACCESS:
+                raise ValueError(f"{name}: {getattr(self, name)!r} is not one of "
+                                 f"{', '.join(HEALTH_ACCESS)}")
+
+
 @dataclass
 class TonesConfig:
     duration_ms: int = field(
@@ -109,6 +132,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     tones: TonesConfig = field(default_factory=TonesConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     lines: list[LineConfig] = field(default_factory=list)
     #: Directory relative paths are resolved against (the config file's).
     base_dir: Path = field(default_factory=Path.cwd)
@@ -232,11 +256,11 @@ def _build_line(table: Any, index: int, seen: set[str], base_dir: Path) -> LineC
 
 def from_mapping(data: dict[str, Any], base_dir: Path | None = None) -> Config:
     """A validated Config from parsed TOML (or a test's dict)."""
-    known = {"server", "auth", "tones", "line"}
+    known = {"server", "auth", "tones", "health", "line"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{key}: unknown section (known: {', '.join(sorted(known))})")
-    for key in ("server", "auth", "tones"):
+    for key in ("server", "auth", "tones", "health"):
         if key in data and not isinstance(data[key], dict):
             raise ConfigError(f"{key}: expected a table")
     lines_data = data.get("line", [])
@@ -251,6 +275,7 @@ def from_mapping(data: dict[str, Any], base_dir: Path | None = None) -> Config:
         server=build(ServerConfig, data.get("server", {}), "server"),
         auth=build(AuthConfig, data.get("auth", {}), "auth"),
         tones=build(TonesConfig, data.get("tones", {}), "tones"),
+        health=build(HealthConfig, data.get("health", {}), "health"),
         lines=lines,
         base_dir=base_dir,
     )

@@ -3,10 +3,15 @@
 On SIGTERM or SIGINT the server stops accepting, the command in progress on
 each line finishes (bounded by ``STOP_TIMEOUT_S``), every line goes on hook
 and the process exits 0.
+
+Under systemd (``Type=notify``) it says READY=1 once every line has been
+opened (on hook) and the port listens, pings the watchdog from a
+:class:`~gateway.health.HealthLoop`, and says STOPPING=1 when it stops.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import sys
@@ -22,6 +27,8 @@ from waitress.server import BaseWSGIServer, create_server
 from gateway.api import create_app
 from gateway.calls import Gateway
 from gateway.config import Config
+from gateway.health import HealthLoop, summary
+from gateway.systemd import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +40,14 @@ def serve(
     *,
     on_ready: Callable[[Gateway, Any], None] | None = None,
 ) -> int:
+    notifier = Notifier.from_environment()
+    if not faulthandler.is_enabled():
+        # A watchdog kill (SIGABRT) then leaves every thread's stack in the journal.
+        faulthandler.enable()
     gateway = Gateway(config)
+    notifier.status("opening lines")
+    # Opening puts each line on hook: after a crash mid-call, READY=1 comes
+    # only once no line is still seized.
     faults = gateway.open()
     for name, fault in faults.items():
         if fault:
@@ -74,10 +88,21 @@ def serve(
           f"on {lines}", flush=True)
     if on_ready is not None:
         on_ready(gateway, server)
+    health = None
+    if notifier.watchdog_s:
+        health = HealthLoop(gateway, server, http, notifier,
+                            stuck_after_s=config.health.stuck_after_s,
+                            command_timeout_s=config.server.command_timeout_s)
+    notifier.ready(f"serving on port {server.effective_port}; {summary(gateway)}")
+    if health is not None:
+        health.start()
     try:
         while not stopping.wait(0.5) and http.is_alive():
             pass
     finally:
+        notifier.stopping()
+        if health is not None:
+            health.stop()
         _stop_accepting(server)
         # Queued commands are refused, the running one on each line finishes,
         # then every call ends and every line goes on hook.
@@ -85,6 +110,10 @@ def serve(
         _drain(server, STOP_TIMEOUT_S)
         http.join(STOP_TIMEOUT_S)
         log.info("stopped; every line on hook")
+    if not stopping.is_set():
+        # Not asked to stop: a failure, so Restart=on-failure starts us again.
+        log.error("the HTTP server thread ended unexpectedly")
+        return 1
     return 0
 
 

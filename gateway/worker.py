@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -29,6 +30,9 @@ class LineWorker:
         self._cond = threading.Condition()
         self._stopping = False
         self.busy = False
+        #: When the running job started or last reported progress (monotonic);
+        #: None when idle. The health loop calls a line stuck from this.
+        self.busy_since: float | None = None
         self._thread = threading.Thread(target=self._run, name=f"line-{name}", daemon=True)
         self._thread.start()
 
@@ -40,6 +44,16 @@ class LineWorker:
 
     def depth_gauge(self) -> float:
         return float(self.depth)
+
+    @property
+    def alive(self) -> bool:
+        """The worker thread runs (it ends only after :meth:`stop`)."""
+        return self._thread.is_alive()
+
+    def progress(self) -> None:
+        """The running job moved on (an OzML script between commands)."""
+        if self.busy:
+            self.busy_since = time.monotonic()
 
     def submit(self, job: Callable[[], T], *, urgent: bool = False) -> Future[T]:
         """Queue ``job``; its Future has the result. ``urgent`` jobs (hang-ups)
@@ -68,6 +82,7 @@ class LineWorker:
                     return
                 future, job = self._jobs.popleft()
                 self.busy = True
+                self.busy_since = time.monotonic()
             try:
                 if future.set_running_or_notify_cancel():
                     try:
@@ -77,6 +92,7 @@ class LineWorker:
             finally:
                 with self._cond:
                     self.busy = False
+                    self.busy_since = None
                     self._cond.notify_all()
 
     def stop(self, timeout: float) -> bool:

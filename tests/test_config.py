@@ -22,6 +22,7 @@ def test_example_file_loads_and_matches_the_defaults() -> None:
     assert example.server == default.server
     assert example.auth == default.auth
     assert example.tones == default.tones
+    assert example.health == default.health
     assert example.lines[0].options == default.lines[0].options
     assert example.users_path == EXAMPLE.parent.resolve() / "users.toml"
 
@@ -48,6 +49,8 @@ def test_relative_paths_are_beside_the_config_file(tmp_path: Path) -> None:
         ({"server": {"allow": "10.0.0.0/8"}}, "server.allow: expected a list of strings"),
         ({"server": 5}, "server: expected a table"),
         ({"srever": {}}, "srever: unknown section"),
+        ({"health": {"metrics": "lan"}}, "health.metrics: 'lan' is not one of on, loopback, off"),
+        ({"health": {"healthz": False}}, "health.healthz: False is not a string"),
         ({"line": [{"name": "a"}]}, "line[0].driver: missing"),
         ({"line": [{"name": "a", "driver": "isdn"}]}, "line[0].driver: unknown driver 'isdn'"),
         (

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from flask import Flask
 
+from gateway import console
+from gateway.api import health, spec
 from gateway.api.views import ApiState, bp
 from gateway.auth import AddressPolicy, Lockout, Users
 from gateway.calls import Gateway
@@ -21,11 +23,15 @@ def create_app(config: Config, gateway: Gateway | None = None) -> Flask:
         gateway = Gateway(config)
         gateway.open()
     app.extensions["dtmf_gateway"] = gateway
+    policy = AddressPolicy(config.server.allow, config.server.deny)
     app.extensions["dtmf_api"] = ApiState(
         gateway=gateway,
         users=Users(config.users_path),
-        policy=AddressPolicy(config.server.allow, config.server.deny),
+        policy=policy,
         lockout=Lockout(config.auth.lockout_failures, config.auth.lockout_seconds),
     )
     app.register_blueprint(bp)
+    app.register_blueprint(spec.bp)
+    console.init_app(app)
+    health.init_app(app, gateway, config.health, policy)
     return app
