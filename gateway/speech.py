@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import re
 import shutil
 import subprocess
@@ -120,18 +121,43 @@ def _read_stream_wav(data: bytes) -> tuple[Samples, int]:
 
 
 def resample(samples: Samples, rate: int, to: int) -> Samples:
-    """Band-limited resampling by the FFT: keep the bins below both Nyquists."""
+    """Band-limited resampling by the FFT: keep the bins below both Nyquists.
+
+    The input is padded with silence to a length whose transforms, in and
+    out, have only small prime factors: a phrase's raw length is often a
+    large prime times something, where the FFT is many times slower.
+    """
     if rate == to or samples.size == 0:
         return samples.astype(np.int16)
-    n_out = round(samples.size * to / rate)
-    spectrum = np.fft.rfft(samples.astype(np.float64))
+    step_in = rate // math.gcd(rate, to)
+    step_out = to // math.gcd(rate, to)
+    blocks = _smooth(-(-samples.size // step_in))
+    n_in, n_out = blocks * step_in, blocks * step_out
+    spectrum = np.fft.rfft(samples.astype(np.float64), n_in)
     bins = n_out // 2 + 1
     if bins <= spectrum.size:
         spectrum = spectrum[:bins]
     else:
         spectrum = np.concatenate([spectrum, np.zeros(bins - spectrum.size, complex)])
-    out = np.fft.irfft(spectrum, n_out) * (n_out / samples.size)
+    out = np.fft.irfft(spectrum, n_out) * (n_out / n_in)
+    out = out[: round(samples.size * to / rate)]
     return np.clip(np.round(out), -FULL_SCALE, FULL_SCALE).astype(np.int16)
+
+
+def _smooth(n: int) -> int:
+    """The smallest number >= n with no prime factor above 5."""
+    best = 1 << max(0, (n - 1).bit_length())
+    five = 1
+    while five < best:
+        three = five
+        while three < best:
+            candidate = three
+            while candidate < n:
+                candidate *= 2
+            best = min(best, candidate)
+            three *= 3
+        five *= 5
+    return best
 
 
 def _level(samples: Samples, settings: ToneSettings) -> Samples:
