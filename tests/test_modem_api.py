@@ -98,3 +98,24 @@ def test_a_hung_modem_is_code_801_and_the_next_call_reopens_it(
     del sim.commands[:]
     assert api(command="Call", Dialed="5551234").code == 200
     assert sim.commands[:3] == ["ATZ", "ATE0", "AT+FCLASS=8"] and sim.off_hook
+
+
+def test_a_ring_cadence_is_one_incoming_call_that_lasts_while_it_rings(
+    make_app: Callable[..., Flask], sim: SimulatedModem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import gateway.calls
+
+    monkeypatch.setattr(gateway.calls, "RING_TIMEOUT_S", 0.6)
+    app = make_app([modem_line(sim.port)], tones=TONES)
+    gw: Gateway = app.extensions["dtmf_gateway"]
+    # Rings 0.3 s apart for longer than the ring timeout: still the same call.
+    for _ in range(5):
+        assert sim.ring()
+        time.sleep(0.3)
+        calls = gw.active_calls()
+        assert len(calls) == 1 and calls[0].state.value == "Ringing"
+    first = gw.active_calls()[0].call_id
+    wait_until(lambda: not gw.active_calls(), timeout=5)
+    assert gw.recent[-1].call_id == first and gw.recent[-1].end_reason == "caller gave up"

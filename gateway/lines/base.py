@@ -51,8 +51,10 @@ class HookState(enum.Enum):
 
 
 RingHandler = Callable[[str | None], None]
-"""Called by a driver when a ring cadence starts a new incoming call; the
-argument is the caller id when the hardware reports one."""
+"""Called by a driver for every ring burst it hears (not once per call): the
+call layer groups the rings of one cadence into one incoming call, and ends
+that call when the rings stop. The argument is the caller id when the
+hardware reports one."""
 
 
 @dataclass

@@ -105,8 +105,6 @@ class ModemOptions:
     max_command_chars: int = field(default=40, metadata={"min": 20, "max": 1024})
     #: Some modems connect the line in voice mode with AT+VLS=1 instead.
     off_hook_command: str = "ATH1"
-    #: A RING later than this after the previous one starts a new call.
-    ring_timeout_s: float = field(default=8.0, metadata={"min": 0.1, "max": 60.0})
     #: After the dial result, how long to wait before the call counts as answered.
     answer_wait_ms: int = field(default=2000, metadata={"min": 0, "max": 120000})
     #: With ``sim://``: where each call's rendered audio goes (<CallId>.wav).
@@ -417,8 +415,6 @@ class ModemLine(LineDriver):
         #: The simulated modem behind ``port = "sim://"``.
         self.simulator: SimulatedModem | None = None
         self._port: ATPort | None = None
-        self._ring_lock = threading.Lock()
-        self._last_ring: float | None = None
         self._recording: tuple[str, int] | None = None
         #: How long a command waits while another thread's command has the port
         #: (on_hook from the shutdown path during a dial, at worst).
@@ -526,8 +522,6 @@ class ModemLine(LineDriver):
         self._hook = HookState.OFF_HOOK
 
     def on_hook(self) -> None:
-        with self._ring_lock:
-            self._last_ring = None
         port = self._port
         if port is not None and port.alive:
             timeout = self.options.command_timeout_s
@@ -586,19 +580,14 @@ class ModemLine(LineDriver):
 
     # -- ringing -----------------------------------------------------------------
     def _ring_heard(self) -> None:
-        """From the reader thread: a RING. One ring cadence is one incoming call."""
-        now = time.monotonic()
-        with self._ring_lock:
-            if self._hook is HookState.OFF_HOOK:
-                return
-            new_call = (
-                self._last_ring is None or now - self._last_ring > self.options.ring_timeout_s
-            )
-            self._last_ring = now
-        if new_call:
-            # Not on the reader thread: a handler that answers the call needs
-            # that thread to read the modem's reply.
-            threading.Thread(target=self._ring, name=f"{self.name}-ring", daemon=True).start()
+        """From the reader thread: a RING. Every ring is reported; the call
+        layer groups the rings of one cadence into one call and ends the call
+        when they stop."""
+        if self._hook is HookState.OFF_HOOK:
+            return
+        # Not on the reader thread: a handler that answers the call needs
+        # that thread to read the modem's reply.
+        threading.Thread(target=self._ring, name=f"{self.name}-ring", daemon=True).start()
 
     # -- calls (recorded with the simulated modem) -------------------------------
     def begin_call(self, call_id: str) -> None:
