@@ -187,6 +187,14 @@ def test_a_new_password_or_a_removed_user_ends_the_session(
     assert console.get("/").status_code == 302
 
 
+def test_a_users_file_broken_by_hand_is_a_readable_error(app: Flask,
+                                                          console: FlaskClient) -> None:
+    app.extensions["dtmf_api"].users.path.write_text("[users.x\n")
+    page = console.get("/")
+    assert page.status_code == 500 and "cannot read its users file" in page.text
+    assert call_api(console, command="ListActiveCalls").code == 800
+
+
 # -- CSRF ------------------------------------------------------------------------------
 
 

@@ -41,6 +41,7 @@ from gateway.auth import User
 from gateway.calls import Call, Gateway
 from gateway.commandlog import CommandRecord
 from gateway.console.sessions import Session, Sessions
+from gateway.errors import ConfigError
 
 log = logging.getLogger("gateway.console")
 
@@ -146,6 +147,15 @@ def guard() -> Response | None:
             return _page_error(400, "Form expired",
                                "The form was out of date and nothing was done: reload the page.")
     return None
+
+
+@bp.errorhandler(ConfigError)
+def users_file_broken(exc: ConfigError) -> Response:
+    # The users file is edited by hand; say so instead of a bare 500, but keep
+    # its path and contents to the log.
+    log.error("console: %s", exc)
+    return _page_error(500, "Users file unreadable",
+                       "The gateway cannot read its users file; its log says why.")
 
 
 @bp.after_request
