@@ -306,6 +306,17 @@ def test_a_burst_shorter_than_ring_min_is_not_a_ring() -> None:
     assert cadence.rings == 0 and not cadence.ringing(0.2)
 
 
+def test_a_click_checked_within_the_pulse_gap_is_not_a_ring() -> None:
+    # ring_min shorter than the pulse gap: the check comes while the click
+    # still counts as "alive", but its activity spanned no time at all.
+    cadence = RingCadence(ring_min_s=0.06, ring_timeout_s=6.0)
+    cadence.edge(0.0, True)
+    cadence.edge(0.0, False)
+    assert not cadence.check(0.06, cadence.burst)
+    assert not cadence.check(0.09, cadence.burst)
+    assert cadence.rings == 0
+
+
 def test_a_stale_check_does_not_count_a_later_burst() -> None:
     cadence = RingCadence(ring_min_s=0.15, ring_timeout_s=6.0)
     cadence.edge(0.0, True)

@@ -102,8 +102,8 @@ class GpioOptions:
     ring_detect_active_high: bool = False
     #: Glitch filter on the input edges, in the pin library (lgpio, RPi.GPIO).
     ring_debounce_ms: float = field(default=5.0, metadata={"min": 0.0, "max": 20.0})
-    #: Ring activity must still be there this long after it starts to be a
-    #: ring: a click from a parallel phone or a line transient is not a call.
+    #: Ring activity must last this long to be a ring: a click from a
+    #: parallel phone, a polarity reversal or a line transient is not a call.
     ring_min_ms: int = field(default=150, metadata={"min": 0, "max": 2000})
     #: Rings no further apart than this belong to one incoming call; longer
     #: than the longest silence of any cadence (4 s in North America).
@@ -154,7 +154,7 @@ class RingCadence:
     """Ring-detect activity to rings and incoming calls; fed timestamps, no I/O.
 
     A *burst* is activity with no gap longer than :data:`RING_PULSE_GAP_S`. A
-    burst that is still alive ``ring_min_s`` after it began is a *ring*. A ring
+    burst whose activity spans ``ring_min_s`` is a *ring*. A ring
     that starts more than ``ring_timeout_s`` after the last activity of the
     current call starts a new *call*. :meth:`edge` and :meth:`check` return
     True exactly when a new call starts.
@@ -204,8 +204,14 @@ class RingCadence:
         """
         if self._burst_counted or (burst is not None and burst != self.burst):
             return False
+        if not self._alive(now):
+            return False
+        # The activity itself must span ring_min: up to now while the input is
+        # active, else up to its last edge (not to "now", or a lone click
+        # followed by a late check would pass for a ring).
+        end = now if self._active or self._last_edge is None else self._last_edge
         # A tolerance of a millisecond: timers fire early by a hair on some kernels.
-        if not self._alive(now) or now - self._burst_start < self.ring_min_s - 0.001:
+        if end - self._burst_start < self.ring_min_s - 0.001:
             return False
         self._burst_counted = True
         self.rings += 1
