@@ -17,6 +17,8 @@ from datetime import datetime
 #: would push every action out of the log, so repeats fold into one row.
 READ_ONLY = frozenset({"ListActiveCalls"})
 SIZE = 200
+#: Longer text is cut: a client's unknown command or CallId can be 64 kB long.
+FIELD_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,9 @@ class CommandLog:
         self._lock = threading.Lock()
 
     def add(self, record: CommandRecord) -> None:
+        record = replace(record, user=record.user[:FIELD_CHARS],
+                         command=record.command[:FIELD_CHARS], line=record.line[:FIELD_CHARS],
+                         call=record.call[:FIELD_CHARS])
         with self._lock:
             last = self._records[-1] if self._records else None
             if last is not None and record.command in READ_ONLY and record.same_as(last):

@@ -414,3 +414,5 @@ def test_command_log_is_bounded_and_folds_repeated_reads() -> None:
     assert [(r.command, r.code, r.count) for r in rows] == [
         ("ListActiveCalls", 305, 1), ("SendDTMF", 200, 1), ("SendDTMF", 200, 1)]
     assert log.recent(1) == rows[:1]
+    log.add(rec("x" * 5000))
+    assert log.recent(1)[0].command == "x" * 64
