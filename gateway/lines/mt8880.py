@@ -27,10 +27,12 @@ raises :class:`~gateway.errors.LineFault` within ``tdre_timeout_ms``.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import enum
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -196,10 +198,9 @@ class MT8880Bus:
             raise LineFault(f"opening the MT8880 bus on GPIO {self._numbers}: {exc}") from exc
         self._driving = False
         self.cycles = 0
-        #: Monotonic time phi2 last fell (when the chip latched the last write),
-        #: and how long after the start of that write it fell.
+        #: Monotonic time phi2 last fell (when the chip latched the last write).
         self.latched_at = 0.0
-        self.latch_delay = 0.0
+        self._latch_delays: collections.deque[float] = collections.deque(maxlen=16)
 
     def _irq_edge(self, ticks: object, state: object) -> None:
         if self.irq_event is not None and not state:
@@ -234,8 +235,15 @@ class MT8880Bus:
                 self.latched_at = time.monotonic()
                 _spin_us(t.hold_us)
                 self.cs.state = 1
-            self.latch_delay = self.latched_at - started
+            self._latch_delays.append(self.latched_at - started)
             self.cycles += 1
+
+    @property
+    def latch_delay(self) -> float:
+        """How long after a write begins phi2 falls. The least of the recent
+        writes: a preempted write only ever takes longer, and starting the next
+        one early by that much would shorten a tone."""
+        return min(self._latch_delays, default=0.0)
 
     def read(self, rs0: RS0) -> int:
         """One read cycle; D0-D3 as sampled while phi2 is high."""
@@ -325,7 +333,8 @@ class MT8880:
         self.bus.write(RS0.CONTROL, int(value))
         self.crb = value
 
-    def initialise(self, power_up_s: float, wait: Any = time.sleep) -> Status:
+    def initialise(self, power_up_s: float,
+                   wait: Callable[[float], None] = time.sleep) -> Status:
         """The datasheet's initialisation: wait for the oscillator, read status,
         write 0, 0, 8, 0 to the control side, read status.
 
