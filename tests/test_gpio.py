@@ -14,6 +14,7 @@ from gpiozero.pins.mock import MockConnectedPin, MockFactory, MockPin
 from gateway.config import ConfigError, build
 from gateway.errors import LineFault
 from gateway.lines.gpio import RING_PULSE_GAP_S, GpioOptions, LineControl, RingCadence
+from tests.conftest import wait_until
 
 RELAY, RING, LOOP = 17, 27, 22
 
@@ -118,14 +119,27 @@ def test_close_releases_a_seized_line_and_is_safe_twice(factory: MockFactory) ->
 
 
 def test_on_hook_from_another_thread_during_seizure(factory: MockFactory) -> None:
-    with control(factory, hook_settle_ms=300) as line:
-        seizing = threading.Thread(target=line.off_hook)
+    with control(factory, hook_settle_ms=500) as line:
+        outcome: list[BaseException | None] = []
+
+        def seize() -> None:
+            try:
+                line.off_hook()
+                outcome.append(None)
+            except LineFault as exc:
+                outcome.append(exc)
+
+        seizing = threading.Thread(target=seize)
         seizing.start()
-        time.sleep(0.1)  # off_hook is now in its settle delay, relay closed
-        assert factory.pin(RELAY).state is True
+        # off_hook closes the relay, then waits out its settle delay.
+        wait_until(lambda: factory.pin(RELAY).state is True, timeout=5)
+        assert seizing.is_alive()
         line.on_hook()  # the shutdown path
         assert factory.pin(RELAY).state is False
-        seizing.join(2)
+        seizing.join(5)
+        # The seizure does not report success for a line that is on hook.
+        assert "put on hook while going off hook" in str(outcome[0])
+        assert not line.is_off_hook and factory.pin(RELAY).state is False
 
 
 class BrokenPin(MockPin):

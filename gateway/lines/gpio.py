@@ -394,6 +394,9 @@ class LineControl:
                 raise self._fault(f"GPIO: hook relay on GPIO{opts.hook_relay_pin}: {exc}") from exc
         if opts.hook_settle_ms:
             time.sleep(opts.hook_settle_ms / 1000)
+        if not self._off_hook:
+            # on_hook() came in meanwhile (shutdown, a signal): not a seizure.
+            raise LineFault(f"line {self.line!r}: put on hook while going off hook")
         sense = self.loop_current
         if sense is not None and not sense.wait_for_active(opts.loop_current_wait_ms / 1000):
             self.on_hook()
