@@ -222,3 +222,19 @@ def test_ringing_on_gpio_is_one_incoming_call_answered_with_ozml(
     assert relay_history() == [False, True, False]
     driver = gateway.lines["line1"].driver
     assert isinstance(driver, AlsaLine) and driver.hook.value == "on-hook"
+
+
+@needs_espeak
+def test_speak_in_a_language_espeak_lacks_reports_303_and_the_script_goes_on(
+    tap: AlsaTap, make_app: Callable[..., Flask], receiver: Receiver
+) -> None:
+    app = make_app([alsa_line()], tones=TONES)
+    api = api_for(app)
+    doc = ("<Response><Speak Language='tlh-KL'>nuqneH</Speak>"
+           "<SendDTMF Party='all' Keys='1'/></Response>")
+    place(api, "7", ResponseOzML=doc, ErrorUrl=f"{receiver.url}/error")
+    (error,) = receiver.wait_for("Error")
+    assert error["Code"] == "303"
+    assert "espeak-ng has no voice for language 'tlh-KL' (it has " in error["Message"]
+    wait_until(lambda: not app.extensions["dtmf_gateway"].active_calls())
+    assert decode_raw(tap.raw("tap"), 8000) == "71"
