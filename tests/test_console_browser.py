@@ -26,6 +26,9 @@ from tests.test_server import Server
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+    # Generous: a loaded 2-core CI machine, and live parts refresh once a second.
+    expect.set_options(timeout=15_000)
 except ImportError:  # pragma: no cover - the test extra installs it
     sync_playwright = None  # type: ignore[assignment]
 
