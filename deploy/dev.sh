@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3-venv multimon-ng sox espeak-ng libasound2-dev libasound2-plugins alsa-utils gcc chromium)
+APT_PACKAGES=(python3-venv multimon-ng sox espeak-ng libasound2-dev libasound2-plugins alsa-utils gcc shellcheck chromium)
 VENV=${VENV:-.venv}
 
 need_apt() {

@@ -43,14 +43,18 @@ usage() {
 
 while [ $# -gt 0 ]; do
     case "$1" in
-        --root) [ $# -ge 2 ] || usage 2; ROOT=$2; shift 2 ;;
-        --root=*) ROOT=${1#--root=}; shift ;;
+        --root) [ $# -ge 2 ] || usage 2; ROOT=$2; ROOT_GIVEN=1; shift 2 ;;
+        --root=*) ROOT=${1#--root=}; ROOT_GIVEN=1; shift ;;
         --uninstall) ACTION=uninstall; shift ;;
         --purge) PURGE=1; shift ;;
         -h|--help) usage 0 ;;
         *) echo "install.sh: unknown option $1" >&2; usage 2 ;;
     esac
 done
+if [ -n "${DESTDIR+set}${ROOT_GIVEN:-}" ] && [ -z "$ROOT" ]; then
+    echo "install.sh: the staging root is empty" >&2
+    exit 2
+fi
 if [ "$PURGE" = 1 ] && [ "$ACTION" != uninstall ]; then
     echo "install.sh: --purge goes with --uninstall" >&2
     exit 2
@@ -155,7 +159,7 @@ python_env() {
     fi
     run "$OPT/bin/python" -m pip install --quiet --upgrade pip
     # Not editable: the service runs what was installed, not a checkout.
-    run "$OPT/bin/python" -m pip install --quiet --upgrade "$SRC[$extra]"
+    run "$OPT/bin/python" -m pip install --quiet --upgrade "${SRC}[${extra}]"
 }
 
 files() {

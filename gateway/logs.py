@@ -29,9 +29,11 @@ REDACTED = "[redacted]"
 # & ; , in query strings and forms, quotes in reprs, whitespace in text.
 _VALUE = r"[^&;,\s'\"<>}]+"
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # Password=x, password%3Dx (a URL inside a URL), 'password': 'x', "passwd": "x"
-    (re.compile(r"(?i)(\b(?:password|passwd|pwd)(?:=|%3D)|\b(?:password|passwd)['\"]?\s*[:=]\s*['\"]?)"
-                + _VALUE), r"\1" + REDACTED),
+    # password%3Dx%26: a URL inside a URL, where the value ends at the next escape
+    (re.compile(r"(?i)((?:password|passwd|pwd)%3D)[^&%;,\s'\"<>}]+"), r"\1" + REDACTED),
+    # Password=x, 'password': 'x', "passwd": "x"
+    (re.compile(r"(?i)((?:password|passwd|pwd)['\"]?\s*[:=]\s*['\"]?)" + _VALUE),
+     r"\1" + REDACTED),
     # Authorization: Basic abc=, 'HTTP_AUTHORIZATION': 'Basic abc=' (the whole value)
     (re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)[^'\"\r\n]+"), r"\1" + REDACTED),
     # A bare scheme and token, wherever it turns up

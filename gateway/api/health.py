@@ -2,7 +2,7 @@
 
 ``/healthz`` is JSON: version, uptime and every line's driver status, hook,
 fault and queue depth; HTTP 503 while a line is faulted. ``/metrics`` is the
-gateway's Prometheus registry in the text exposition format, with the line
+gateway's Prometheus registry (text format, or OpenMetrics on request), with the line
 states and the process's own figures (memory, file descriptors) added at
 scrape time. Either answers 404 when set "off", and 403 to a client that
 ``server.allow``/``deny`` refuses or, when set "loopback", to any other
@@ -19,8 +19,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from flask import Blueprint, Flask, Response, abort, current_app, request
-from prometheus_client import CONTENT_TYPE_LATEST, ProcessCollector, generate_latest
+from prometheus_client import ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from gateway import __version__, health
@@ -119,5 +120,7 @@ def healthz() -> Response:
 def metrics() -> Response:
     state = _state()
     _admit(state.settings.metrics)
-    return Response(generate_latest(state.gateway.metrics.registry),
-                    content_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
+    # The classic text format, or OpenMetrics when the scraper asks for it.
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return Response(encode(state.gateway.metrics.registry), content_type=content_type,
+                    headers={"Cache-Control": "no-store"})
