@@ -37,7 +37,7 @@ import collections
 import enum
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,7 @@ from gateway.lines.mt8880 import (
     CRA,
     CRB,
     RS0,
+    TONE_CODES,
     MT8880Options,
     Status,
 )
@@ -548,8 +549,6 @@ class MT8880Simulator:
 
     def receive_digit(self, key: str) -> None:
         """The receiver decoded ``key`` from the line: RX holds it, RDRF and IRQ set."""
-        from gateway.lines.mt8880 import TONE_CODES
-
         with self._lock:
             self.receive = TONE_CODES[key]
             self.status |= Status.RDRF | Status.IRQ
@@ -622,11 +621,6 @@ class MT8880Simulator:
         self.close()
 
 
-def registers_written(cycles: Iterable[BusCycle]) -> list[str]:
-    """``["read STATUS=0b0000", "write CRA=0b0000", ...]``: cycles as text, for assertions."""
-    return [str(c) for c in cycles]
-
-
 __all__ = [
     "INIT_SEQUENCE",
     "BusCycle",
@@ -634,5 +628,4 @@ __all__ = [
     "MT8880Simulator",
     "ProtocolViolation",
     "ToneSegment",
-    "registers_written",
 ]
