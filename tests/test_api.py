@@ -366,3 +366,14 @@ def test_control_characters_and_bad_utf8_get_codes(client) -> None:  # type: ign
         response = client.get(f"/api?{query}&{auth}")
         answer = Answer(response.data)  # parses: well-formed XML
         assert answer.code in (301, 302, 601), (query, answer)
+
+
+def test_client_text_cannot_forge_log_lines(api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.api")
+    api(command="HangUp", CallId="x\napi user=admin code=200 forged")
+    api(command="Evil\r\ncommand=SendDTMF")
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.api"]
+    assert len(lines) == 2
+    assert all("\n" not in line and "\r" not in line for line in lines)
+    assert "call=x\\napi\\x20user\\x3dadmin" in lines[0]
+    assert lines[0].count(" code=") == 1 and lines[1].count(" command=") == 1

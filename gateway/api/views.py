@@ -317,6 +317,16 @@ def execute(handler: Handler, params: Params, command: str) -> Outcome:
     return Outcome(Code.OK, extra=extra, call=answered.call_id, line=answered.line)
 
 
+def log_field(text: str, limit: int = 64) -> str:
+    """``text`` as one printable token: control characters, spaces and
+    ``=`` escaped, at most ``limit`` characters."""
+    if text.isprintable() and " " not in text and "=" not in text and len(text) <= limit:
+        return text
+    escaped = text[:limit].encode("unicode_escape").decode("ascii")
+    escaped = escaped.replace(" ", "\\x20").replace("=", "\\x3d")
+    return escaped + ("..." if len(text) > limit else "")
+
+
 def record(via: str, user: str, address: str, command: str, outcome: Outcome,
            elapsed: float) -> None:
     """Count, log and remember one command of the API or the console."""
@@ -325,9 +335,11 @@ def record(via: str, user: str, address: str, command: str, outcome: Outcome,
     metrics.commands.labels(command or "-", str(int(outcome.code))).inc()
     metrics.request_seconds.labels(command or "-").observe(elapsed)
     # One line per command. Never the query string: it may carry a password.
+    # Client-supplied fields are escaped so a newline in a CallId cannot
+    # forge a second log line.
     log.info("%s user=%s addr=%s command=%s line=%s call=%s code=%d ms=%.0f",
-             via, user, address, command or "-", outcome.line, outcome.call, outcome.code,
-             elapsed * 1000)
+             via, log_field(user), address, log_field(command or "-"), log_field(outcome.line),
+             log_field(outcome.call), outcome.code, elapsed * 1000)
     api_state.commands.add(CommandRecord(
         datetime.now(), via, user, address, command or "-", outcome.line, outcome.call,
         int(outcome.code)))
