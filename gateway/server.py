@@ -27,7 +27,7 @@ from waitress.server import BaseWSGIServer, create_server
 from gateway.api import create_app
 from gateway.calls import Gateway
 from gateway.config import Config
-from gateway.health import HealthLoop, summary
+from gateway.health import HealthLoop, listen_address, summary
 from gateway.systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,10 @@ def serve(
     http = threading.Thread(target=server.run, name="http", daemon=True)
     http.start()
     lines = ", ".join(f"{n} ({ln.driver.driver_name})" for n, ln in gateway.lines.items())
-    print(f"dtmf-gateway: serving http://{config.server.host}:{server.effective_port}/api "
+    # A host name with several addresses ("localhost": 127.0.0.1 and ::1)
+    # gives a server per address, and no single effective_port.
+    port = listen_address(server)[1]
+    print(f"dtmf-gateway: serving http://{config.server.host}:{port}/api "
           f"on {lines}", flush=True)
     if on_ready is not None:
         on_ready(gateway, server)
@@ -93,7 +96,7 @@ def serve(
         health = HealthLoop(gateway, server, http, notifier,
                             stuck_after_s=config.health.stuck_after_s,
                             command_timeout_s=config.server.command_timeout_s)
-    notifier.ready(f"serving on port {server.effective_port}; {summary(gateway)}")
+    notifier.ready(f"serving on port {port}; {summary(gateway)}")
     if health is not None:
         health.start()
     try:

@@ -350,3 +350,33 @@ def test_killed_mid_call_the_next_start_has_every_line_on_hook(
     finally:
         assert second.stop() == 0
 
+
+
+def test_serve_exits_1_when_its_http_server_dies_and_handles_several_sockets(
+    make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host name with two addresses gives waitress a server per socket; and an
+    HTTP loop that ends by itself is a failure, so Restart=on-failure applies."""
+    from waitress import wasyncore
+
+    import gateway.server
+
+    def two_sockets(app: Any, **kwargs: Any) -> Any:
+        kwargs.pop("host"), kwargs.pop("port")
+        return create_server(app, listen="127.0.0.1:0 127.0.0.2:0", **kwargs)
+
+    monkeypatch.setattr(gateway.server, "create_server", two_sockets)
+    seen: list[Any] = []
+
+    def on_ready(gw: Gateway, server: Any) -> None:
+        seen.append(server)
+        wasyncore.close_all(server.map)  # the HTTP loop ends under the gateway
+
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        result = gateway.server.serve(make_config(), on_ready=on_ready)
+    finally:  # serve() took SIGTERM and SIGINT from pytest
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
+    assert result == 1
+    assert len(seen[0].effective_listen) == 2
