@@ -17,7 +17,7 @@ need_apt() {
     if [ "$(id -u)" -eq 0 ]; then
         echo "Installing system packages: ${missing[*]}"
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     else
         echo "dev.sh: missing system packages; run as root or: sudo apt-get install ${missing[*]}" >&2
         exit 2
