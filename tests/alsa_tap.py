@@ -10,6 +10,9 @@ null slave takes them as fast as they come (no real-time pacing).
 
 from __future__ import annotations
 
+import fcntl
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +60,28 @@ class AlsaTap:
     def frames(self, name: str, channels: int = 1) -> npt.NDArray[np.int16]:
         data = np.fromfile(str(self.raw(name)), dtype="<i2").astype(np.int16)
         return data if channels == 1 else data.reshape(-1, channels)
+
+
+def unplugging_consumer(fifo: Path, limit: int) -> threading.Thread:
+    """Consume ``limit`` bytes a tap device writes into ``fifo``, then go away.
+
+    ALSA's next write then fails (EPIPE in the file plugin, EIO to the
+    application), as when a USB card is pulled. The read end is opened
+    read-write, so it neither waits for nor depends on the writer, and the pipe
+    shrunk to one page before the writer can open it: writes start failing
+    within 4 KiB of the consumer leaving, not 64 KiB.
+    """
+    fd = os.open(fifo, os.O_RDWR)
+    fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 4096)
+
+    def consume() -> None:
+        try:
+            got = 0
+            while got < limit:
+                got += len(os.read(fd, limit - got))
+        finally:
+            os.close(fd)
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    return thread

@@ -6,7 +6,6 @@ mock pin's state history.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import subprocess
@@ -29,7 +28,7 @@ from gateway.lines.alsa import Aborted, AlsaLine, AlsaOptions, PcmGeometry, play
 from gateway.lines.base import HookState, Party
 from gateway.lines.gpio import GpioOptions, pin_factory
 from gateway.tones import Timing, ToneEngine, TonePlan, ToneSettings
-from tests.alsa_tap import AlsaTap
+from tests.alsa_tap import AlsaTap, unplugging_consumer
 from tests.support import decode_raw, multimon_decode, needs_multimon
 
 ALL_KEYS = "123A456B789C*0#D"
@@ -222,37 +221,12 @@ def test_device_that_does_not_exist(tap: AlsaTap) -> None:
     assert tap.frames("nosuch").size > 0
 
 
-def fifo_reader(path: Path, limit: int) -> threading.Thread:
-    """A consumer that takes ``limit`` bytes and goes away: an unplugged device.
-
-    The pipe holds one page, so a writer meets the consumer's absence within
-    4 KiB instead of filling the default 64 KiB first.
-    """
-
-    def read() -> None:
-        fd = os.open(path, os.O_RDONLY)
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 4096)
-        try:
-            got = 0
-            while got < limit:
-                chunk = os.read(fd, limit - got)
-                if not chunk:
-                    break
-                got += len(chunk)
-        finally:
-            os.close(fd)
-
-    thread = threading.Thread(target=read, daemon=True)
-    thread.start()
-    return thread
-
-
 @needs_multimon
 def test_device_failing_mid_sequence_then_back(tap: AlsaTap, tmp_path: Path) -> None:
     fifo = tmp_path / "unplugged.raw"
     os.mkfifo(fifo)
     tap.add("flaky", fifo)
-    reader = fifo_reader(fifo, 4000)  # a quarter of a second of audio, then gone
+    reader = unplugging_consumer(fifo, 4000)  # a quarter of a second of audio, then gone
     line = make_line(device="flaky")
     line.open()
     line.off_hook()
@@ -270,11 +244,41 @@ def test_device_failing_mid_sequence_then_back(tap: AlsaTap, tmp_path: Path) -> 
     assert decode_raw(fifo, 8000) == "42"
 
 
+@needs_multimon
+def test_a_fault_on_one_line_leaves_another_playing(tap: AlsaTap, tmp_path: Path) -> None:
+    fifo = tmp_path / "dies.raw"
+    os.mkfifo(fifo)
+    tap.add("dies", fifo)
+    unplugging_consumer(fifo, 2000)
+    dying = make_line("a", relay=False, device="dies")
+    healthy = make_line("b", device="tap")
+    for line in (dying, healthy):
+        line.open()
+        line.off_hook()
+    faults: list[BaseException] = []
+
+    def doomed() -> None:
+        try:
+            dying.emit(plan("1234567890" * 3))
+        except LineFault as exc:
+            faults.append(exc)
+
+    thread = threading.Thread(target=doomed)
+    thread.start()
+    healthy.emit(plan(ALL_KEYS))
+    thread.join(10)
+    assert len(faults) == 1 and "line 'a'" in str(faults[0])
+    assert healthy.hook is HookState.OFF_HOOK and relay_pin().state is True
+    healthy.close()
+    dying.close()
+    assert decode_raw(tap.raw("tap"), 8000) == ALL_KEYS
+
+
 def test_fault_then_close_and_reopen_like_the_call_layer(tap: AlsaTap, tmp_path: Path) -> None:
     fifo = tmp_path / "gone.raw"
     os.mkfifo(fifo)
     tap.add("gone", fifo)
-    fifo_reader(fifo, 100)
+    unplugging_consumer(fifo, 100)
     line = make_line(device="gone")
     line.open()
     line.off_hook()

@@ -7,10 +7,8 @@ decoded from the file ALSA wrote with multimon-ng.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ from flask import Flask
 
 from gateway.lines.alsa import AlsaLine
 from gateway.lines.gpio import pin_factory
-from tests.alsa_tap import AlsaTap
+from tests.alsa_tap import AlsaTap, unplugging_consumer
 from tests.conftest import Answer, call_api, wait_until
 from tests.support import Receiver, decode_raw, needs_multimon
 
@@ -126,22 +124,8 @@ def test_device_failing_mid_senddtmf_is_801_on_hook_then_works_again(
     fifo = tmp_path / "flaky.raw"
     os.mkfifo(fifo)
     tap.add("flaky", fifo)
-    taken = bytearray()
-
-    def consumer() -> None:
-        # Takes the dialled digit and a little more, then goes away (unplugged).
-        # A one-page pipe: ALSA's writes fail as soon as the consumer has gone.
-        fd = os.open(fifo, os.O_RDONLY)
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 4096)
-        while len(taken) < 3000:
-            chunk = os.read(fd, 3000 - len(taken))
-            if not chunk:
-                break
-            taken.extend(chunk)
-        os.close(fd)
-
-    reader = threading.Thread(target=consumer, daemon=True)
-    reader.start()
+    # Takes the dialled digit and a little more, then goes away (unplugged).
+    reader = unplugging_consumer(fifo, 3000)
     api = api_for(make_app([alsa_line(device="flaky")], tones=TONES))
     call_id = place(api, "1")
     answer = api(command="SendDTMF", CallId=call_id, Keys="1234567890" * 3, Party="all")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from gateway.lines.base import LineDriver, Party
 from gateway.lines.gpio import pin_factory
 from gateway.selftest import DEFAULT_KEYS, check_line
 from gateway.tones import TonePlan
-from tests.alsa_tap import AlsaTap
+from tests.alsa_tap import AlsaTap, unplugging_consumer
 from tests.support import decode_raw, needs_multimon
 
 RELAY = 17
@@ -99,13 +97,7 @@ def test_device_dying_during_the_tones(
     os.mkfifo(fifo)
     tap.add("dying", fifo)
 
-    def take_a_little() -> None:
-        fd = os.open(fifo, os.O_RDONLY)
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 4096)  # writes fail within a page of it going
-        os.read(fd, 100)
-        os.close(fd)
-
-    threading.Thread(target=take_a_little, daemon=True).start()
+    unplugging_consumer(fifo, 100)
     status = main(["selftest", "--config", str(write_config(tmp_path, device="dying")),
                    "--line", "hat"])
     out = capsys.readouterr().out
