@@ -227,6 +227,10 @@ EOF
     fi
 
     put "$SERVICE_USER:$SERVICE_USER" -d -m 0750 "$ROOT$STATE" "$ROOT$STATE/recordings"
+    if [ "$STAGING" = 0 ] && [ -e "$STATE/users.toml" ]; then
+        # `dtmf-gateway passwd` run as root leaves a file the service cannot read.
+        chown "$SERVICE_USER:$SERVICE_USER" "$STATE/users.toml"
+    fi
     put "" -d -m 0755 "$ROOT$(dirname "$UNIT")" "$ROOT$(dirname "$LINK")"
     put "" -m 0644 "$SRC/systemd/$NAME.service" "$ROOT$UNIT"
     ln -sfn "$OPT/bin/$NAME" "$ROOT$LINK"
