@@ -6,6 +6,7 @@ mock pin's state history.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -29,6 +30,7 @@ from gateway.lines.base import HookState, Party
 from gateway.lines.gpio import GpioOptions, pin_factory
 from gateway.tones import Timing, ToneEngine, TonePlan, ToneSettings
 from tests.alsa_tap import AlsaTap, unplugging_consumer
+from tests.conftest import wait_until
 from tests.support import decode_raw, multimon_decode, needs_multimon
 
 ALL_KEYS = "123A456B789C*0#D"
@@ -291,6 +293,56 @@ def test_fault_then_close_and_reopen_like_the_call_layer(tap: AlsaTap, tmp_path:
     line.emit(plan("9"))
     line.close()
     assert fifo.stat().st_size == 2 * 8000 * 0.12
+
+
+def real_time_consumer(fifo: Path, bytes_per_s: int) -> threading.Event:
+    """Drain ``fifo`` at a sound card's pace (until the returned event is set)."""
+    stop = threading.Event()
+    fd = os.open(fifo, os.O_RDWR)
+    fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 4096)
+
+    def drain() -> None:
+        try:
+            while not stop.wait(0.05):
+                os.read(fd, bytes_per_s // 20)
+        finally:
+            os.close(fd)
+
+    threading.Thread(target=drain, daemon=True).start()
+    return stop
+
+
+@pytest.mark.parametrize("stop", ["on_hook", "close"])
+def test_shutdown_during_tones_stops_them_and_releases_the_line(
+    tap: AlsaTap, tmp_path: Path, stop: str
+) -> None:
+    fifo = tmp_path / "paced.raw"
+    os.mkfifo(fifo)
+    tap.add("paced", fifo)
+    done = real_time_consumer(fifo, 16000)  # 8 kHz mono in real time
+    line = make_line(device="paced")
+    line.open()
+    line.off_hook()
+    raised: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            line.emit(plan("1234567890", 150, 150))  # 3 s of tones
+        except LineFault as exc:
+            raised.append(exc)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    wait_until(lambda: line.status()["hook"] == "off-hook" and relay_pin().state, timeout=5)
+    time.sleep(0.3)
+    getattr(line, stop)()  # the shutdown path, from another thread
+    sender.join(5)
+    done.set()
+    assert not sender.is_alive()
+    assert len(raised) == 1 and isinstance(raised[0], Aborted)
+    assert str(raised[0]) == "line 'line1': the line went on hook while audio was playing"
+    assert relay_pin().state is False and line.hook is HookState.ON_HOOK
+    line.close()
 
 
 # -- the write loop, on a stand-in PCM ------------------------------------------------

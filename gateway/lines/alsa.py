@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -115,8 +116,8 @@ def play(
     geometry: PcmGeometry,
     *,
     running_state: int,
-    keep_going: Any = lambda: True,
-    on_underrun: Any = lambda: None,
+    keep_going: Callable[[], bool] = lambda: True,
+    on_underrun: Callable[[], None] = lambda: None,
 ) -> None:
     """Write ``data`` to a non-blocking PCM and wait until it has played out.
 
@@ -305,8 +306,8 @@ class AlsaLine(LineDriver):
                          on_underrun=self._underrun)
                 except self._alsa.ALSAAudioError as exc:
                     raise LineFault(f"{where}: {exc}") from exc
-                except Aborted:
-                    raise
+                except Aborted as exc:
+                    raise Aborted(f"line {self.name!r}: {exc}") from exc
                 except LineFault as exc:
                     raise LineFault(f"{where}: {exc}") from exc
             except BaseException as exc:
