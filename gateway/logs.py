@@ -29,8 +29,10 @@ REDACTED = "[redacted]"
 # & ; , in query strings and forms, quotes in reprs, whitespace in text.
 _VALUE = r"[^&;,\s'\"<>}]+"
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # password%3Dx%26: a URL inside a URL, where the value ends at the next escape
-    (re.compile(r"(?i)((?:password|passwd|pwd)%3D)[^&%;,\s'\"<>}]+"), r"\1" + REDACTED),
+    # password%3Dx%26 (a URL inside a URL), Password\x3dx (a field escaped for
+    # the log line): the value ends at the next escape
+    (re.compile(r"(?i)((?:password|passwd|pwd)(?:%3D|\\x3d))[^&%\\;,\s'\"<>}]+"),
+     r"\1" + REDACTED),
     # Password=x, 'password': 'x', "passwd": "x"
     (re.compile(r"(?i)((?:password|passwd|pwd)['\"]?\s*[:=]\s*['\"]?)" + _VALUE),
      r"\1" + REDACTED),
