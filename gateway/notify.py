@@ -7,6 +7,7 @@ timeout; the answer body is returned for OzML.
 
 from __future__ import annotations
 
+import base64
 import logging
 import urllib.error
 import urllib.parse
@@ -32,9 +33,31 @@ def check_url(url: str) -> str:
     return url
 
 
+def _split_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """``url`` without ``user:password@`` (so errors never show the password),
+    and the Basic authentication header for them."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return url, {}
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    bare = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    user = urllib.parse.unquote(parts.username)
+    password = urllib.parse.unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return bare, {"Authorization": f"Basic {token}"}
+
+
 def post(url: str, fields: dict[str, str], timeout: float) -> str:
-    """POST ``fields`` to ``url``; the answer body as text. Raises NotifyError."""
+    """POST ``fields`` to ``url``; the answer body as text. Raises NotifyError.
+
+    ``http://user:password@host/...`` is sent as HTTP Basic authentication
+    (urllib would otherwise take the credentials for part of the host name).
+    """
     check_url(url)
+    url, auth = _split_credentials(url)
     data = urllib.parse.urlencode(fields).encode()
     request = urllib.request.Request(
         url,
@@ -42,6 +65,7 @@ def post(url: str, fields: dict[str, str], timeout: float) -> str:
         headers={
             "Content-Type": "application/x-www-form-urlencoded",
             "User-Agent": f"dtmf-gateway/{__version__}",
+            **auth,
         },
     )
     try:

@@ -86,6 +86,7 @@ class Receiver:
         import urllib.parse
 
         self.received: list[tuple[str, dict[str, str]]] = []
+        self.authorization: list[str] = []
         self.answers: dict[str, str] = {}
         self.delay = 0.0
         self.event = threading.Condition()
@@ -96,6 +97,7 @@ class Receiver:
                 length = int(self.headers.get("Content-Length", 0))
                 form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
                 with receiver.event:
+                    receiver.authorization.append(self.headers.get("Authorization", ""))
                     receiver.received.append((self.path, form))
                     receiver.event.notify_all()
                 if receiver.delay:

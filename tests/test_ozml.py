@@ -209,3 +209,24 @@ def test_unanswered_ring_is_one_call_that_ends_when_ringing_stops(
     assert len(gw.active_calls()) == 1
     wait_until(lambda: not gw.active_calls(), timeout=5)
     assert gw.recent[-1].end_reason == "caller gave up"
+
+
+def test_credentials_in_a_notification_url_are_sent_as_basic_auth(
+    api: Callable[..., Answer], receiver: Receiver
+) -> None:
+    import base64
+
+    receiver.answers["/hook"] = "<Response><Hangup/></Response>"
+    url = receiver.url.replace("http://", "http://integrator:s%40cret@") + "/hook"
+    assert api(command="Call", Dialed="1", Url=url).code == 200
+    receiver.wait_for("CallConnected")
+    assert receiver.authorization[0] == "Basic " + base64.b64encode(b"integrator:s@cret").decode()
+
+
+def test_notification_errors_never_show_url_passwords(
+    api: Callable[..., Answer], receiver: Receiver
+) -> None:
+    url = receiver.url.replace("http://", "http://integrator:topsecret@") + "/missing"
+    api(command="Call", Dialed="1", Url=url, ErrorUrl=f"{receiver.url}/error")
+    (error,) = receiver.wait_for("Error")
+    assert "HTTP 404" in error["Message"] and "topsecret" not in error["Message"]
