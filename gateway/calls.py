@@ -38,10 +38,10 @@ from gateway.errors import (
     NotSupported,
 )
 from gateway.keys import Tone, parse_keys
-from gateway.lines import LineDriver, driver_spec
+from gateway.lines import LineDriver, build_driver
 from gateway.lines.base import Party
 from gateway.metrics import Metrics
-from gateway.tones import ToneEngine, TonePlan
+from gateway.tones import TonePlan
 from gateway.worker import LineWorker
 
 log = logging.getLogger(__name__)
@@ -161,9 +161,8 @@ class Gateway:
         for line_config in config.lines:
             driver = (drivers or {}).get(line_config.name)
             if driver is None:
-                spec = driver_spec(line_config.driver)
-                engine = ToneEngine(config.tones.settings())
-                driver = spec.driver(line_config.name, line_config.options, engine)  # type: ignore[call-arg]
+                driver = build_driver(line_config.driver, line_config.name,
+                                      line_config.options, config.tones.settings())
             worker = LineWorker(line_config.name, line_config.queue_size)
             line = Line(line_config.name, driver, worker)
             driver.ring_handler = self._ring_handler(line)

@@ -106,6 +106,32 @@ def _cmd_passwd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_onhook(args: argparse.Namespace) -> int:
+    """Open each line (which puts it on hook) and close it again.
+
+    systemd runs this after the service stops for any reason, a SIGKILL or a
+    watchdog kill included, when no code of the service could drop a relay."""
+    from gateway.errors import LineError
+    from gateway.lines import build_driver
+
+    config = _load_config(args.config)
+    failed = 0
+    for line in config.lines:
+        driver = build_driver(line.driver, line.name, line.options, config.tones.settings())
+        try:
+            driver.open()
+            print(f"{line.name}: on hook")
+        except (LineError, OSError) as exc:
+            failed += 1
+            print(f"{line.name}: could not open to put it on hook: {exc}", file=sys.stderr)
+        finally:
+            try:
+                driver.close()
+            except (LineError, OSError) as exc:
+                print(f"{line.name}: closing failed: {exc}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="DTMF into phone calls, Ozeki HTTP API style.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -139,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="commands the user may run, e.g. SendDTMF,ListActiveCalls"
                         " (default: all)")
     passwd.set_defaults(func=_cmd_passwd)
+
+    onhook = sub.add_parser("onhook", help="put every configured line on hook and exit "
+                            "(the service's ExecStopPost)")
+    onhook.add_argument("--config", metavar="PATH", help="TOML file")
+    onhook.set_defaults(func=_cmd_onhook)
 
     from gateway import selftest
 

@@ -26,9 +26,9 @@ from typing import IO, Any
 from gateway.config import Config, load
 from gateway.errors import ConfigError
 from gateway.keys import parse_keys, tone_keys
-from gateway.lines import LineDriver, driver_spec
+from gateway.lines import LineDriver, build_driver
 from gateway.lines.base import HookState
-from gateway.tones import ToneEngine, TonePlan
+from gateway.tones import TonePlan
 
 #: Every key once, in keypad order: a decoder on the far end shows at a
 #: glance which row or column is missing.
@@ -137,8 +137,7 @@ def run(config: Config, names: Sequence[str] = (), keys: str = DEFAULT_KEYS,
     plan = TonePlan(parse_keys(keys), config.tones.timing)
     reports = []
     for line in lines:
-        spec = driver_spec(line.driver)
-        driver = spec.driver(line.name, line.options, ToneEngine(config.tones.settings()))  # type: ignore[call-arg]
+        driver = build_driver(line.driver, line.name, line.options, config.tones.settings())
         report = check_line(driver, plan)
         print_report(report, out)
         out.flush()

@@ -67,3 +67,35 @@ def test_version() -> None:
     result = cli("--version")
     assert result.returncode == 0
     assert result.stdout.strip() == f"dtmf-gateway {__version__}"
+
+
+def test_onhook_drops_a_relay_left_energised(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """What systemd's ExecStopPost does after a SIGKILL: the relay pin, still
+    driven high as the killed process left it, is driven low and released."""
+    from gateway.cli import main
+    from gateway.lines.gpio import pin_factory
+
+    factory = pin_factory("mock")
+    try:
+        relay = factory.pin(17)
+        relay.output_with_state(True)  # as a killed gateway left it, mid-call
+        (tmp_path / "g.toml").write_text(
+            '[[line]]\nname = "hat1"\ndriver = "alsa"\ndevice = "null"\n'
+            'gpio = { pin_factory = "mock", hook_relay_pin = 17 }\n'
+            '[[line]]\nname = "sim"\ndriver = "simulated"\nrecord_dir = "rec"\n'
+        )
+        assert main(["onhook", "--config", str(tmp_path / "g.toml")]) == 0
+        assert relay.state is False
+        assert capsys.readouterr().out == "hat1: on hook\nsim: on hook\n"
+    finally:
+        factory.reset()
+
+
+def test_onhook_reports_a_line_it_cannot_open(tmp_path: Path) -> None:
+    (tmp_path / "g.toml").write_text(
+        '[[line]]\nname = "m"\ndriver = "modem"\nport = "/nonexistent/ttyACM9"\n')
+    result = cli("onhook", "--config", str(tmp_path / "g.toml"))
+    assert result.returncode == 1
+    assert result.stderr.startswith("m: could not open to put it on hook: ")
+    assert "Traceback" not in result.stderr

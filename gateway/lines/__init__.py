@@ -7,10 +7,12 @@ without ALSA or GPIO libraries can still run simulated lines.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.lines.base import LineDriver, Party
+from gateway.tones import ToneEngine, ToneSettings
 
 # driver name -> (module, driver class, options dataclass)
 DRIVERS: dict[str, tuple[str, str, str]] = {
@@ -21,10 +23,14 @@ DRIVERS: dict[str, tuple[str, str, str]] = {
 }
 
 
+DriverFactory = Callable[[str, Any, ToneEngine], LineDriver]
+"""Every driver class is built as ``Driver(line_name, options, engine)``."""
+
+
 @dataclass(frozen=True)
 class DriverSpec:
     name: str
-    driver: type[LineDriver]
+    driver: DriverFactory
     options: type[Any]
 
 
@@ -35,4 +41,11 @@ def driver_spec(name: str) -> DriverSpec:
     return DriverSpec(name, getattr(module, driver_name), getattr(module, options_name))
 
 
-__all__ = ["DRIVERS", "DriverSpec", "LineDriver", "Party", "driver_spec"]
+def build_driver(driver: str, name: str, options: Any, tones: ToneSettings) -> LineDriver:
+    """A line's driver, not yet opened (nothing touches hardware until open())."""
+    return driver_spec(driver).driver(name, options, ToneEngine(tones))
+
+
+__all__ = [
+    "DRIVERS", "DriverFactory", "DriverSpec", "LineDriver", "Party", "build_driver", "driver_spec",
+]
