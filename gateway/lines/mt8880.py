@@ -200,7 +200,7 @@ class MT8880Bus:
         self.cycles = 0
         #: Monotonic time phi2 last fell (when the chip latched the last write).
         self.latched_at = 0.0
-        self._latch_delays: collections.deque[float] = collections.deque(maxlen=16)
+        self._latch_delays = {rs0: collections.deque[float](maxlen=16) for rs0 in RS0}
 
     def _irq_edge(self, ticks: object, state: object) -> None:
         if self.irq_event is not None and not state:
@@ -235,15 +235,15 @@ class MT8880Bus:
                 self.latched_at = time.monotonic()
                 _spin_us(t.hold_us)
                 self.cs.state = 1
-            self._latch_delays.append(self.latched_at - started)
+            self._latch_delays[rs0].append(self.latched_at - started)
             self.cycles += 1
 
-    @property
-    def latch_delay(self) -> float:
-        """How long after a write begins phi2 falls. The least of the recent
-        writes: a preempted write only ever takes longer, and starting the next
-        one early by that much would shorten a tone."""
-        return min(self._latch_delays, default=0.0)
+    def latch_delay(self, rs0: RS0) -> float:
+        """How long after a write to ``rs0`` begins phi2 falls: the least of
+        the recent such writes, because a preempted write only ever takes
+        longer, and starting the next one early by that much would shorten a
+        tone."""
+        return min(self._latch_delays[rs0], default=0.0)
 
     def read(self, rs0: RS0) -> int:
         """One read cycle; D0-D3 as sampled while phi2 is high."""
@@ -698,9 +698,9 @@ class MT8880Line(LineDriver):
             chip.write_transmit(symbol.key)  # TOUT is off: nothing sounds yet
             # An edge happens when phi2 falls, latch_delay after its write
             # begins: start each write that much early.
-            self._wait_until(next_on - bus.latch_delay)
+            self._wait_until(next_on - bus.latch_delay(RS0.CONTROL))
             chip.tone_output(True)
-            self._wait_until(bus.latched_at + on_s - bus.latch_delay)
+            self._wait_until(bus.latched_at + on_s - bus.latch_delay(RS0.CONTROL))
             chip.tone_output(False)
             next_on = bus.latched_at + off_s
         self._wait_until(next_on)
