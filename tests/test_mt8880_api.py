@@ -140,3 +140,14 @@ def test_selftest_reports_an_absent_chip(tmp_path: Any, monkeypatch: pytest.Monk
     assert selftest(config, out=out) == 1
     text = out.getvalue()
     assert "FAIL  open" in text and "did not answer" in text and "m1: FAIL" in text
+
+
+def test_onhook_command_opens_and_releases_an_mt8880_line(
+        tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import main
+
+    path = tmp_path / "gateway.toml"
+    path.write_text('[[line]]\nname = "m1"\ndriver = "mt8880"\nsimulate = true\n'
+                    "power_up_ms = 5\ngpio = { hook_relay_pin = 17 }\n")
+    assert main(["onhook", "--config", str(path)]) == 0
+    assert "m1: on hook" in capsys.readouterr().out
