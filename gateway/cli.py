@@ -123,7 +123,10 @@ def _cmd_onhook(args: argparse.Namespace) -> int:
             print(f"{line.name}: on hook")
         except (LineError, OSError) as exc:
             failed += 1
-            print(f"{line.name}: could not open to put it on hook: {exc}", file=sys.stderr)
+            # close() below still releases what open() had claimed (a relay
+            # pin); the hardware that failed is named so someone checks it.
+            print(f"{line.name}: did not open ({exc}); released what could be, check "
+                  "that the line is on hook", file=sys.stderr)
         finally:
             try:
                 driver.close()

@@ -525,8 +525,9 @@ class MT8880Line(LineDriver):
             try:
                 factory = self._factory()
                 gpio = self.options.gpio
-                self.control = LineControl(self.name, gpio, on_incoming=self._ring,
-                                           factory=factory)
+                # Every ring is reported: the call layer groups them into a call
+                # and keeps it ringing until they stop.
+                self.control = LineControl(self.name, gpio, on_ring=self._ring, factory=factory)
                 self.control.open()
                 opts = self.options
                 data = (opts.data_pins[0], opts.data_pins[1], opts.data_pins[2], opts.data_pins[3])
