@@ -332,8 +332,11 @@ def record(via: str, user: str, address: str, command: str, outcome: Outcome,
     """Count, log and remember one command of the API or the console."""
     api_state = state()
     metrics = api_state.gateway.metrics
-    metrics.commands.labels(command or "-", str(int(outcome.code))).inc()
-    metrics.request_seconds.labels(command or "-").observe(elapsed)
+    # Only names the API knows become labels: a made-up name per request,
+    # even without a password, would grow the registry without bound.
+    label = command if command.lower() in COMMANDS else "other"
+    metrics.commands.labels(label, str(int(outcome.code))).inc()
+    metrics.request_seconds.labels(label).observe(elapsed)
     # One line per command. Never the query string: it may carry a password.
     # Client-supplied fields are escaped so a newline in a CallId cannot
     # forge a second log line.
