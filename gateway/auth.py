@@ -25,6 +25,8 @@ import threading
 import time
 import tomllib
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +34,14 @@ from gateway.errors import ConfigError
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 16384, 8, 1
 CACHE_SECONDS = 300.0
+#: scrypt takes 128 * r * N bytes (16 MiB) while it runs, and the C library
+#: keeps that much in every thread that ever ran one. Run in the server's own
+#: threads, a burst of wrong passwords grew the process by hundreds of MiB
+#: (48 at once: 790 MiB) on a box that may have 512 MiB; these threads are
+#: the only ones that run it, the rest wait their turn.
+SCRYPT_THREADS = 2
+SCRYPT_WAIT_S = 30.0
+_scrypt_pool = ThreadPoolExecutor(max_workers=SCRYPT_THREADS, thread_name_prefix="scrypt")
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
@@ -49,9 +59,11 @@ def check_password(password: str, stored: str) -> bool:
         if scheme != "scrypt":
             return False
         want = base64.b64decode(digest)
-        got = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n),
-                             r=int(r), p=int(p), dklen=len(want))
-    except (ValueError, TypeError):
+        got = _scrypt_pool.submit(
+            hashlib.scrypt, password.encode(), salt=base64.b64decode(salt), n=int(n),
+            r=int(r), p=int(p), dklen=len(want),
+        ).result(timeout=SCRYPT_WAIT_S)
+    except (ValueError, TypeError, FutureTimeout):
         return False
     return hmac.compare_digest(got, want)
 
