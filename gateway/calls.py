@@ -380,9 +380,12 @@ class Gateway:
         """
         parse_keys(dialed)  # the caller checks it; this keeps the driver safe
         with self._lock:
-            line = next((ln for ln in self.lines.values() if ln.call is None), None)
-            if line is None:
+            free = [ln for ln in self.lines.values() if ln.call is None]
+            if not free:
                 raise CallFailed(dialed, "NoFreeLine", "every line has a call")
+            # A line whose last command faulted (a modem unplugged, a card gone)
+            # is tried again only when no healthy line is free.
+            line = next((ln for ln in free if ln.driver.fault is None), free[0])
             call = Call(self._new_id(), line.name, "outbound", dialed=dialed, url=url,
                         error_url=error_url, finished_url=finished_url)
             self._register(line, call)

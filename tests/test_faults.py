@@ -327,6 +327,78 @@ def test_a_url_with_an_impossible_port_is_refused_at_the_call(
     assert gateway.active_calls() == []
 
 
+# -- a modem unplugged mid-call -------------------------------------------------------
+
+
+@pytest.fixture
+def modem() -> Iterator[Any]:
+    from gateway.lines.modem_sim import SimulatedModem
+
+    with SimulatedModem() as sim:
+        yield sim
+
+
+def test_modem_unplugged_mid_call_then_plugged_back(tmp_path: Path, modem: Any) -> None:
+    from gateway.auth import save_user
+    from gateway.config import from_mapping
+    from tests.live import PASSWORD, USER
+
+    config = from_mapping({
+        "tones": {"duration_ms": 60, "gap_ms": 60},
+        "line": [{"name": "m", "driver": "modem", "port": modem.port, "command_timeout_s": 0.5,
+                  "answer_wait_ms": 0, "record_dir": "rec"},
+                 {"name": "s", "driver": "simulated", "record_dir": "rec", "time_scale": 0.0,
+                  "call_timing": {"dial_tone_ms": 0, "answer_wait_ms": 0}}],
+    }, base_dir=tmp_path)
+    save_user(config.users_path, USER, PASSWORD)
+    before = set(threading.enumerate())
+
+    def body(gateway: Gateway, port: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        call = query(port, {"command": "Call", "Dialed": "5551234"})
+        assert call.code == 200 and gateway.lines["m"].call is not None
+        unplug = threading.Timer(0.3, modem.vanish)
+        unplug.start()
+        out["during"] = query(port, {"command": "SendDTMF", "CallId": call.text("CallId"),
+                                     "Keys": "1234567890" * 3, "Party": "all"})
+        unplug.join()
+        # An unplugged modem has no hook of its own to report: the driver's is
+        # what /healthz shows.
+        out["hook_after"] = gateway.lines["m"].driver.hook.value
+        out["calls_after"] = [c.line for c in gateway.active_calls()]
+        # While it is gone: the other line works, and a call that needs the
+        # modem... takes the other line, the free one.
+        s_call = query(port, {"command": "Call", "Dialed": "1"})
+        out["other_line"] = (s_call.code, gateway.lines["s"].call is not None)
+        # With the simulated line busy, the next call tries the modem: its
+        # device is missing, answered at once.
+        started = time.monotonic()
+        out["missing"] = query(port, {"command": "Call", "Dialed": "2"})
+        out["missing_s"] = time.monotonic() - started
+        query(port, {"command": "HangUp", "CallId": s_call.text("CallId")})
+        modem.reappear()
+        # Plugged back: the next call on it opens it afresh and works.
+        query(port, {"command": "Call", "Dialed": "1"})  # the simulated line again
+        back = query(port, {"command": "Call", "Dialed": "3"})
+        out["back"] = back.code
+        out["back_keys"] = query(port, {"command": "SendDTMF", "CallId": back.text("CallId"),
+                                        "Keys": "45", "Party": "all"}).code
+        out["back_line"] = [c.line for c in gateway.active_calls()
+                            if c.call_id == back.text("CallId")]
+        return out
+
+    out = run_served(config, body)
+    assert out["during"].code == 801
+    assert out["during"].message.startswith("Line 'm' fault: ")
+    assert out["hook_after"] == "on-hook" and out["calls_after"] == []
+    assert out["other_line"] == (200, True)
+    assert out["missing"].code == 801 and "Line 'm' fault" in out["missing"].message
+    assert out["missing_s"] < 5
+    assert (out["back"], out["back_keys"], out["back_line"]) == (200, 200, ["m"])
+    assert not modem.off_hook  # serve()'s stop put it on hook
+    assert not settled_threads(before)
+
+
 # -- a relay a killed process left energised ------------------------------------------
 
 
