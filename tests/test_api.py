@@ -318,22 +318,32 @@ def test_unexpected_error_is_800_and_well_formed(api: Api, gateway: Gateway,
 
 
 def test_full_queue_802_and_nothing_lost(make_app: Callable[..., Flask]) -> None:
-    app = make_app([simulated_line(queue_size=2, time_scale=1.0)])
-    client = app.test_client()
-    call_id = call_api(client, command="Call", Dialed="1").text("CallId")
+    app = make_app([simulated_line(queue_size=2)])
+    gateway = app.extensions["dtmf_gateway"]
+    call_id = call_api(app.test_client(), command="Call", Dialed="1").text("CallId")
+    # Hold the line with a job of our own, so the queue's state does not
+    # depend on how fast this machine runs the requests.
+    release = threading.Event()
+    holding = gateway.lines["line1"].worker.submit(lambda: release.wait(30))
     results: list[int] = []
 
     def send() -> None:
         results.append(call_api(app.test_client(), command="SendDTMF", CallId=call_id,
                                 Keys="1", Party="all").code)
 
-    threads = [threading.Thread(target=send) for _ in range(6)]
+    threads = [threading.Thread(target=send) for _ in range(5)]
     for t in threads:
         t.start()
+    # Two wait in the queue; the other three are refused at once, while the
+    # line is still held.
+    wait_until(lambda: len(results) == 3)
+    assert results == [802, 802, 802]
+    assert gateway.lines["line1"].worker.depth == 2
+    release.set()
     for t in threads:
         t.join()
-    # One runs, two wait; the rest are refused at once.
-    assert sorted(results) == [200, 200, 200, 802, 802, 802]
+    assert holding.result(5) is True
+    assert sorted(results) == [200, 200, 802, 802, 802]
 
 
 def test_ringing_call_refuses_senddtmf_303(api: Api, gateway: Gateway) -> None:
