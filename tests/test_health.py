@@ -128,8 +128,11 @@ def test_a_faulted_line_makes_healthz_503_until_it_works_again(two_lines: Flask)
     assert value(page, "dtmf_gateway_line_up", line="line2", driver="simulated") == 1
     assert value(page, "dtmf_gateway_line_faults_total", line="line1") == 1
 
-    # The next command opens the line afresh; once it works, so does /healthz.
+    # A new call prefers the healthy line; the faulted one is used when it is
+    # the only one free, opens afresh, and once it works, so does /healthz.
     assert api(client, command="Call", Dialed="2").code == 200
+    assert healthz(client)[0] == 503
+    assert api(client, command="Call", Dialed="3").code == 200
     assert healthz(client)[0] == 200
 
 
