@@ -127,7 +127,7 @@ class Receiver:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def wait_for(self, name: str, count: int = 1, timeout: float = 10.0) -> list[dict[str, str]]:
+    def wait_for(self, name: str, count: int = 1, timeout: float = 30.0) -> list[dict[str, str]]:
         """The first ``count`` notifications named ``name`` (waits for them)."""
         import time
 

@@ -156,7 +156,7 @@ def test_hanging_url_times_out_without_blocking_other_lines(make_app: Callable[.
     assert call_api(client, command="SendDTMF", CallId=other.text("CallId"), Keys="1",
                     Party="all").code == 200
     receiver.delay = 0
-    (error,) = receiver.wait_for("Error", timeout=10)
+    (error,) = receiver.wait_for("Error", timeout=30)
     assert error["CallId"] == slow.text("CallId") and "timed out" in error["Message"]
 
 
