@@ -192,6 +192,21 @@ class Users:
             return len(self._users)
 
 
+def client_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A client's address as the server reports it, or None if it is not one.
+
+    A zone (``fe80::1%eth0``) is dropped, and an IPv4 client on a dual-stack
+    socket (``::ffff:10.0.0.5``) is its IPv4 address, so IPv4 lists match it.
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        return ip.ipv4_mapped
+    return ip
+
+
 @dataclass
 class AddressPolicy:
     """``server.allow`` / ``server.deny`` as networks."""
@@ -204,12 +219,9 @@ class AddressPolicy:
         self._deny = [ipaddress.ip_network(n, strict=False) for n in self.deny]
 
     def permits(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
+        ip = client_ip(address)
+        if ip is None:
             return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
         return any(ip in n for n in self._allow) and not any(ip in n for n in self._deny)
 
 

@@ -11,7 +11,6 @@ machine.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import time
 import weakref
@@ -25,7 +24,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from gateway import __version__, health
-from gateway.auth import AddressPolicy
+from gateway.auth import AddressPolicy, client_ip
 from gateway.calls import Gateway
 from gateway.config import HealthConfig
 
@@ -94,13 +93,8 @@ def _admit(access: str) -> None:
 
 
 def _is_loopback(address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
+    ip = client_ip(address)
+    return ip is not None and ip.is_loopback
 
 
 @bp.route("/healthz", methods=["GET"])
