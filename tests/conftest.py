@@ -16,6 +16,7 @@ from gateway.api import create_app
 from gateway.auth import save_user
 from gateway.calls import Gateway
 from gateway.config import Config, from_mapping
+from tests.alsa_tap import AlsaTap
 from tests.support import Receiver
 
 USER, PASSWORD = "HTTP_User_1", "qwe123"  # the seed's example credentials
@@ -70,6 +71,26 @@ def client(app: Flask) -> FlaskClient:
 def gateway(app: Flask) -> Gateway:
     gw: Gateway = app.extensions["dtmf_gateway"]
     return gw
+
+
+@pytest.fixture
+def tap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AlsaTap:
+    """An ALSA ``file`` PCM named "tap" (see tests/alsa_tap.py), kept beside,
+    not inside, the gateway's own files (users.toml, recordings)."""
+    (tmp_path / "alsa").mkdir()
+    t = AlsaTap(tmp_path / "alsa", monkeypatch)
+    t.add("tap")
+    return t
+
+
+@pytest.fixture
+def mock_pins() -> Iterator[Any]:
+    """The process's shared gpiozero MockFactory, reset after the test."""
+    from gateway.lines.gpio import pin_factory
+
+    factory = pin_factory("mock")
+    yield factory
+    factory.reset()
 
 
 @pytest.fixture

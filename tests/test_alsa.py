@@ -14,7 +14,6 @@ import threading
 import time
 import tomllib
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,18 +40,8 @@ needs_espeak = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def tap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AlsaTap:
-    t = AlsaTap(tmp_path, monkeypatch)
-    t.add("tap")
-    return t
-
-
-@pytest.fixture(autouse=True)
-def mock_pins() -> Iterator[Any]:
-    factory = pin_factory("mock")
-    yield factory
-    factory.reset()
+# Every test here runs on gpiozero's mock pins, reset after each (conftest).
+pytestmark = pytest.mark.usefixtures("mock_pins")
 
 
 def relay_pin() -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,23 +29,8 @@ needs_espeak = pytest.mark.skipif(
     shutil.which("espeak-ng") is None and not os.environ.get("CI"),
     reason="espeak-ng is not installed (apt-get install espeak-ng)",
 )
-pytestmark = needs_multimon
-
-
-@pytest.fixture
-def tap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AlsaTap:
-    # Beside, not inside, the gateway's own files (users.toml, recordings).
-    (tmp_path / "alsa").mkdir()
-    t = AlsaTap(tmp_path / "alsa", monkeypatch)
-    t.add("tap")
-    return t
-
-
-@pytest.fixture(autouse=True)
-def mock_pins() -> Iterator[Any]:
-    factory = pin_factory("mock")
-    yield factory
-    factory.reset()
+# Every test here runs on gpiozero's mock pins, reset after each (conftest).
+pytestmark = [needs_multimon, pytest.mark.usefixtures("mock_pins")]
 
 
 def alsa_line(name: str = "line1", device: str = "tap", **options: Any) -> dict[str, Any]:

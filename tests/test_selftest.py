@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,18 +19,8 @@ from tests.support import decode_raw, needs_multimon
 RELAY = 17
 
 
-@pytest.fixture
-def tap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AlsaTap:
-    t = AlsaTap(tmp_path, monkeypatch)
-    t.add("tap")
-    return t
-
-
-@pytest.fixture(autouse=True)
-def mock_pins() -> Iterator[Any]:
-    factory = pin_factory("mock")
-    yield factory
-    factory.reset()
+# Every test here runs on gpiozero's mock pins, reset after each (conftest).
+pytestmark = pytest.mark.usefixtures("mock_pins")
 
 
 def write_config(tmp_path: Path, device: str = "tap") -> Path:
