@@ -88,7 +88,7 @@ def serve(
     # gives a server per address, and no single effective_port.
     port = listen_address(server)[1]
     print(f"dtmf-gateway: serving http://{config.server.host}:{port}/api "
-          f"on {lines}", flush=True)
+          f"on {lines}; web console at http://{config.server.host}:{port}/", flush=True)
     if on_ready is not None:
         on_ready(gateway, server)
     health = None
