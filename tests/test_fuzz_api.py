@@ -124,7 +124,9 @@ def well_formed(response: Any, case: Any) -> None:
     assert root.findtext("Message")
 
 
-def run(case: Any, live: LiveServer, receiver: Receiver, *, authenticated: bool) -> None:
+def check_exchange(
+    case: Any, live: LiveServer, receiver: Receiver, *, authenticated: bool
+) -> None:
     keep_on_loopback(case.query, receiver)
     keep_on_loopback(case.body, receiver)
     headers: dict[str, str] = {}
@@ -154,27 +156,27 @@ FULL = settings(max_examples=1500, deadline=None, suppress_health_check=list(Hea
 @schema.parametrize()
 @SHORT
 def test_fuzz_with_credentials(case: Any, live: LiveServer, receiver: Receiver) -> None:
-    run(case, live, receiver, authenticated=True)
+    check_exchange(case, live, receiver, authenticated=True)
 
 
 @schema.parametrize()
 @SHORT
 def test_fuzz_as_anyone(case: Any, live: LiveServer, receiver: Receiver) -> None:
-    run(case, live, receiver, authenticated=False)
+    check_exchange(case, live, receiver, authenticated=False)
 
 
 @pytest.mark.slow
 @schema.parametrize()
 @FULL
 def test_fuzz_with_credentials_full(case: Any, live: LiveServer, receiver: Receiver) -> None:
-    run(case, live, receiver, authenticated=True)
+    check_exchange(case, live, receiver, authenticated=True)
 
 
 @pytest.mark.slow
 @schema.parametrize()
 @FULL
 def test_fuzz_as_anyone_full(case: Any, live: LiveServer, receiver: Receiver) -> None:
-    run(case, live, receiver, authenticated=False)
+    check_exchange(case, live, receiver, authenticated=False)
 
 
 def test_the_description_is_shipped_and_served(live: LiveServer) -> None:

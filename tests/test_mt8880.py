@@ -558,7 +558,9 @@ def test_a_correct_hand_sequence_passes(wires: tuple[MT8880Simulator, Wires]) ->
     assert [s.key for s in sim.segments] == ["5"]
 
 
-def _violation(sim: MT8880Simulator, action: Callable[[], object], message: str) -> None:
+def expect_violation(
+    sim: MT8880Simulator, action: Callable[[], object], message: str
+) -> None:
     with pytest.raises(ProtocolViolation, match=message):
         action()
     assert sim.violations and re.search(message, sim.violations[-1])
@@ -570,7 +572,7 @@ def test_violation_cycle_with_cs_high(wires: tuple[MT8880Simulator, Wires]) -> N
     def strobe() -> None:
         bus.phi2.state = 1
 
-    _violation(sim, strobe, "phi2 strobed with CS high")
+    expect_violation(sim, strobe, "phi2 strobed with CS high")
 
 
 def test_violation_data_changing_while_phi2_high(wires: tuple[MT8880Simulator, Wires]) -> None:
@@ -578,7 +580,8 @@ def test_violation_data_changing_while_phi2_high(wires: tuple[MT8880Simulator, W
     bus.drive(0b0101)
     bus.cs.state = 0
     bus.phi2.state = 1
-    _violation(sim, lambda: setattr(bus.d[1], "state", 1), "D1 changed to 1 while phi2 was high")
+    expect_violation(sim, lambda: setattr(bus.d[1], "state", 1),
+                     "D1 changed to 1 while phi2 was high")
 
 
 def test_violation_rw_changing_while_phi2_high(wires: tuple[MT8880Simulator, Wires]) -> None:
@@ -586,13 +589,14 @@ def test_violation_rw_changing_while_phi2_high(wires: tuple[MT8880Simulator, Wir
     bus.drive(0)
     bus.cs.state = 0
     bus.phi2.state = 1
-    _violation(sim, lambda: setattr(bus.rw, "state", 1), "R/W changed to 1 while phi2 was high")
+    expect_violation(sim, lambda: setattr(bus.rw, "state", 1),
+                     "R/W changed to 1 while phi2 was high")
 
 
 def test_violation_address_set_after_cs_falls(wires: tuple[MT8880Simulator, Wires]) -> None:
     sim, bus = wires
     bus.cs.state = 0
-    _violation(sim, lambda: setattr(bus.rs0, "state", 0),
+    expect_violation(sim, lambda: setattr(bus.rs0, "state", 0),
                "RS0 changed to 0 while CS was low: RS0 and R/W must be set before CS falls")
 
 
@@ -606,7 +610,7 @@ def test_violation_cs_not_back_high_between_cycles(wires: tuple[MT8880Simulator,
     def again() -> None:
         bus.phi2.state = 1
 
-    _violation(sim, again, "second cycle without CS going back high")
+    expect_violation(sim, again, "second cycle without CS going back high")
 
 
 def test_violation_write_without_data_driven(wires: tuple[MT8880Simulator, Wires]) -> None:
@@ -617,7 +621,7 @@ def test_violation_write_without_data_driven(wires: tuple[MT8880Simulator, Wires
     def strobe() -> None:
         bus.phi2.state = 1
 
-    _violation(sim, strobe, "write cycle with D0, D1, D2, D3 not driven")
+    expect_violation(sim, strobe, "write cycle with D0, D1, D2, D3 not driven")
 
 
 def test_violation_bus_contention_with_the_level_shifter(
@@ -625,12 +629,13 @@ def test_violation_bus_contention_with_the_level_shifter(
     sim, bus = wires
     bus.release()
     bus.rw.state = 1
-    _violation(sim, lambda: bus.d[0].output_with_state(0),
+    expect_violation(sim, lambda: bus.d[0].output_with_state(0),
                "D0 made an output while R/W was high")
     sim.violations.clear()
     bus.rw.state = 0  # (already contended: a real chip would have been fighting the Pi)
     bus.d[0].output_with_state(0)
-    _violation(sim, lambda: setattr(bus.rw, "state", 1), "R/W went high while the Pi drove D0")
+    expect_violation(sim, lambda: setattr(bus.rw, "state", 1),
+                     "R/W went high while the Pi drove D0")
 
 
 def test_violation_cycle_before_the_oscillator_runs() -> None:
@@ -638,12 +643,13 @@ def test_violation_cycle_before_the_oscillator_runs() -> None:
     options = MT8880Options()
     sim = MT8880Simulator.for_options(factory, options, power_up_s=10.0)
     bus = Wires(factory, options)
-    _violation(sim, lambda: bus.read(1), r"ms after power-up; the oscillator needs 10000 ms")
+    expect_violation(sim, lambda: bus.read(1), r"ms after power-up; the oscillator needs 10000 ms")
 
 
 def test_violation_transmit_before_initialisation(wires: tuple[MT8880Simulator, Wires]) -> None:
     sim, bus = wires
-    _violation(sim, lambda: bus.write(0, 5), "transmit register written before the initialisation")
+    expect_violation(sim, lambda: bus.write(0, 5),
+                     "transmit register written before the initialisation")
 
 
 def test_violation_initialisation_without_the_first_status_read(
@@ -653,13 +659,13 @@ def test_violation_initialisation_without_the_first_status_read(
         bus.write(1, nibble)
     bus.read(1)
     assert not sim.initialised
-    _violation(sim, lambda: bus.write(1, int(CRA.TOUT)), "TOUT set before the initialisation")
+    expect_violation(sim, lambda: bus.write(1, int(CRA.TOUT)), "TOUT set before the initialisation")
 
 
 def test_violation_cp_mode_during_dtmf(wires: tuple[MT8880Simulator, Wires]) -> None:
     sim, bus = wires
     bus.initialise()
-    _violation(sim, lambda: bus.write(1, int(CRA.CP | CRA.TOUT)),
+    expect_violation(sim, lambda: bus.write(1, int(CRA.CP | CRA.TOUT)),
                r"CRA.CP \(call-progress mode\) set while DTMF is being sent")
 
 
@@ -669,7 +675,7 @@ def test_violation_code_while_tdre_clear_in_burst_mode(
     bus.initialise()  # CRB = 0: burst mode
     bus.write(1, int(CRA.TOUT))
     bus.write(0, TONE_CODES["1"])
-    _violation(sim, lambda: bus.write(0, TONE_CODES["2"]),
+    expect_violation(sim, lambda: bus.write(0, TONE_CODES["2"]),
                r"code written [\d.]+ ms into a burst, while TDRE was clear")
 
 
