@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -146,3 +148,25 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def hold_first_emit(
+    driver: Any, timeout: float = 60.0
+) -> tuple[threading.Event, threading.Event]:
+    """Make ``driver``'s next emit wait until the returned ``gate`` is set.
+
+    Returns ``(gate, holding)``: ``holding`` is set once the held emit has
+    started, so a test knows the line is busy with that command and can judge
+    what queues behind it without depending on the machine's speed.
+    """
+    gate, holding = threading.Event(), threading.Event()
+    emit = driver.emit
+
+    def held_emit(*args: Any, **kwargs: Any) -> None:
+        if not holding.is_set():
+            holding.set()
+            assert gate.wait(timeout), "the held emit was never released"
+        emit(*args, **kwargs)
+
+    driver.emit = held_emit
+    return gate, holding

@@ -25,12 +25,10 @@ import pytest
 from flask import Flask
 
 from gateway.calls import Gateway
-from gateway.lines.base import Party
 from gateway.lines.simulated import SimulatedLine
-from gateway.tones import TonePlan
 from tests.conftest import Answer, call_api, simulated_line, wait_until
 from tests.live import query, run_served
-from tests.support import Receiver, decode_wav, needs_multimon
+from tests.support import Receiver, decode_wav, hold_first_emit, needs_multimon
 from tests.test_load import make_config, place_calls
 
 
@@ -68,16 +66,7 @@ def test_fault_mid_sequence_with_commands_queued_behind_it(tmp_path: Path) -> No
         (call_id,) = place_calls(port, 1)
         driver = gateway.lines["line1"].driver
         assert isinstance(driver, SimulatedLine)
-        gate, holding = threading.Event(), threading.Event()
-        emit = driver.emit
-
-        def held_emit(plan: TonePlan, party: Party = Party.ALL) -> None:
-            if not holding.is_set():
-                holding.set()
-                assert gate.wait(30)
-            emit(plan, party)
-
-        driver.emit = held_emit  # type: ignore[method-assign]
+        gate, holding = hold_first_emit(driver, 30)
         driver.fail_after_digits = 2
         answers: dict[str, Answer] = {}
 

@@ -25,11 +25,10 @@ from gateway.auth import CACHE_SECONDS
 from gateway.calls import Gateway
 from gateway.config import Config, from_mapping
 from gateway.keys import KEYS, format_keys
-from gateway.lines.base import Party
 from gateway.lines.simulated import SimulatedLine
 from gateway.tones import TonePlan
 from tests.live import LiveServer, query, run_served
-from tests.support import decode_wav, needs_multimon
+from tests.support import decode_wav, hold_first_emit, needs_multimon
 
 
 def line(name: str, queue_size: int, time_scale: float = 0.01) -> dict[str, Any]:
@@ -172,16 +171,7 @@ def test_requests_beyond_the_queue_bound_get_802_and_the_rest_run(tmp_path: Path
         assert isinstance(driver, SimulatedLine)
         # Hold the line with a first command until the flood has been judged,
         # so which requests fit in the queue does not depend on timing.
-        gate, holding = threading.Event(), threading.Event()
-        emit = driver.emit
-
-        def held_emit(plan: TonePlan, party: Party = Party.ALL) -> None:
-            if not holding.is_set():
-                holding.set()
-                assert gate.wait(60)
-            emit(plan, party)
-
-        driver.emit = held_emit  # type: ignore[method-assign]
+        gate, holding = hold_first_emit(driver, 60)
         plug: list[int] = []
         plug_thread = threading.Thread(target=lambda: plug.append(query(port, {
             "command": "SendDTMF", "CallId": call_id, "Keys": "D", "Party": "all",
