@@ -170,3 +170,19 @@ def hold_first_emit(
 
     driver.emit = held_emit
     return gate, holding
+
+
+EXAMPLE_CONFIG = Path(__file__).parent.parent / "deploy" / "gateway.example.toml"
+
+
+def example_line_block(name: str) -> dict[str, Any]:
+    """The commented-out ``[[line]]`` block named ``name`` in the example
+    configuration, uncommented and parsed as TOML."""
+    import tomllib
+
+    text = EXAMPLE_CONFIG.read_text()
+    start = text.index(f'# [[line]]\n# name = "{name}"')
+    end = text.find("\n\n", start)
+    block = text[start : end if end >= 0 else len(text)]
+    parsed: dict[str, Any] = tomllib.loads("\n".join(ln[2:] for ln in block.splitlines()))
+    return parsed

@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import threading
 import time
-import tomllib
 import wave
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from gateway.lines.gpio import GpioOptions, pin_factory
 from gateway.tones import Timing, ToneEngine, TonePlan, ToneSettings
 from tests.alsa_tap import AlsaTap, unplugging_consumer
 from tests.conftest import wait_until
-from tests.support import decode_raw, multimon_decode, needs_multimon
+from tests.support import decode_raw, example_line_block, multimon_decode, needs_multimon
 
 ALL_KEYS = "123A456B789C*0#D"
 RELAY = 17
@@ -76,12 +75,7 @@ def test_registered_and_built_from_a_line_table() -> None:
 
 
 def test_example_config_block_is_valid_and_documents_the_defaults() -> None:
-    example = Path(__file__).parent.parent / "deploy" / "gateway.example.toml"
-    text = example.read_text()
-    start = text.index('# [[line]]\n# name = "hat1"')
-    block = text[start : text.index("\n\n", start)]
-    uncommented = "\n".join(line[2:] for line in block.splitlines())
-    config = from_mapping(tomllib.loads(uncommented))
+    config = from_mapping(example_line_block("hat1"))
     (line,) = config.lines
     assert line.driver == "alsa"
     assert line.options == AlsaOptions(

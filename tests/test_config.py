@@ -4,8 +4,9 @@ import pytest
 
 from gateway.config import Config, from_mapping, load
 from gateway.errors import ConfigError
+from tests.support import EXAMPLE_CONFIG
 
-EXAMPLE = Path(__file__).parent.parent / "deploy" / "gateway.example.toml"
+EXAMPLE = EXAMPLE_CONFIG
 
 
 def test_no_file_gives_one_simulated_line() -> None:

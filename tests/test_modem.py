@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-import tomllib
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -36,7 +35,7 @@ from gateway.lines.modem import (
 from gateway.lines.modem_sim import SimulatedModem
 from gateway.tones import Timing, ToneEngine, TonePlan
 from tests.conftest import wait_until
-from tests.support import multimon_decode, needs_multimon
+from tests.support import example_line_block, multimon_decode, needs_multimon
 
 FAST = Timing(50, 50)
 INIT = ["ATZ", "ATE0", "AT+FCLASS=8", "AT+VTD=10", "ATH0"]
@@ -157,13 +156,7 @@ def test_options_are_checked_by_the_config_loader(tmp_path: Any) -> None:
 
 
 def test_example_config_block_is_valid_and_documents_the_defaults() -> None:
-    example = Path(__file__).parent.parent / "deploy" / "gateway.example.toml"
-    text = example.read_text()
-    start = text.index('# [[line]]\n# name = "modem1"')
-    end = text.find("\n\n", start)
-    block = text[start : end if end >= 0 else len(text)]
-    uncommented = "\n".join(line[2:] for line in block.splitlines())
-    (line,) = from_mapping(tomllib.loads(uncommented), base_dir=Path("/srv")).lines
+    (line,) = from_mapping(example_line_block("modem1"), base_dir=Path("/srv")).lines
     assert line.driver == "modem"
     assert line.options.record_dir == "/srv/recordings"
     assert replace(line.options, record_dir="recordings") == ModemOptions()

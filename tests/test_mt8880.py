@@ -12,10 +12,8 @@ import itertools
 import re
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,7 +35,7 @@ from gateway.lines.mt8880 import (
 )
 from gateway.lines.mt8880_sim import Fault, MT8880Simulator, ProtocolViolation
 from gateway.tones import Timing, ToneEngine, TonePlan
-from tests.support import multimon_decode, needs_multimon
+from tests.support import example_line_block, multimon_decode, needs_multimon
 
 ALL_KEYS = "0123456789*#ABCD"
 RELAY, RING = 17, 27
@@ -727,13 +725,7 @@ def test_bad_options_name_the_key(table: dict[str, Any], message: str) -> None:
 
 
 def test_example_config_block_is_valid_and_documents_the_defaults() -> None:
-    example = Path(__file__).parent.parent / "deploy" / "gateway.example.toml"
-    text = example.read_text()
-    start = text.index('# [[line]]\n# name = "mt1"')
-    end = text.find("\n\n", start)
-    block = text[start : end if end >= 0 else len(text)]
-    uncommented = "\n".join(line[2:] for line in block.splitlines())
-    (line,) = from_mapping(tomllib.loads(uncommented)).lines
+    (line,) = from_mapping(example_line_block("mt1")).lines
     assert line.driver == "mt8880"
     # Every key shown is its default, but for the optional pins wired in the notes.
     assert line.options == MT8880Options(
