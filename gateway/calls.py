@@ -265,6 +265,13 @@ class Gateway:
         line.driver.fault = None
         return result
 
+    def _emit(self, line: Line, call: Call, plan: TonePlan, party: Party) -> None:
+        """Keys into ``call`` (guarded like every hardware action), counted."""
+        self._guarded(line, call, lambda: line.driver.emit(plan, party))
+        self.metrics.digits.labels(line.name).inc(
+            sum(1 for s in plan.symbols if isinstance(s, Tone))
+        )
+
     def find(self, call_id: str | None) -> Call:
         with self._lock:
             if call_id:
@@ -355,10 +362,7 @@ class Gateway:
         def job() -> None:
             if call.state is not CallState.IN_CALL:
                 raise CallNotFound(call.call_id)
-            self._guarded(line, call, lambda: line.driver.emit(plan, party))
-            self.metrics.digits.labels(line.name).inc(
-                sum(1 for s in plan.symbols if isinstance(s, Tone))
-            )
+            self._emit(line, call, plan, party)
 
         self._run(line, job)
         return call
@@ -464,11 +468,7 @@ class Gateway:
                 # A script is one job; each command bounds its own time.
                 line.worker.progress()
                 if isinstance(command, ozml.SendDTMF):
-                    plan, party = command.plan, command.party
-                    self._guarded(line, call, lambda p=plan, q=party: line.driver.emit(p, q))  # type: ignore[misc]
-                    self.metrics.digits.labels(line.name).inc(
-                        sum(1 for s in plan.symbols if isinstance(s, Tone))
-                    )
+                    self._emit(line, call, command.plan, command.party)
                 elif isinstance(command, ozml.Delay):
                     call.hangup.wait(command.seconds)
                 elif isinstance(command, ozml.Speak):
