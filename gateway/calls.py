@@ -38,7 +38,7 @@ from gateway.errors import (
     NotSupported,
 )
 from gateway.keys import Tone, parse_keys
-from gateway.lines import LineDriver, build_driver
+from gateway.lines import BuiltLine, CallRecorder, LineDriver, build_line
 from gateway.lines.base import Party
 from gateway.metrics import Metrics
 from gateway.tones import TonePlan
@@ -127,6 +127,7 @@ class Line:
     name: str
     driver: LineDriver
     worker: LineWorker
+    recorder: CallRecorder | None = None
     call: Call | None = None
     opened: bool = False
 
@@ -146,7 +147,7 @@ class Gateway:
     def __init__(
         self,
         config: Config,
-        drivers: dict[str, LineDriver] | None = None,
+        built: dict[str, BuiltLine] | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.config = config
@@ -159,12 +160,12 @@ class Gateway:
         self._notifier = ThreadPoolExecutor(max_workers=4, thread_name_prefix="notify")
         self._stop = threading.Event()
         for line_config in config.lines:
-            driver = (drivers or {}).get(line_config.name)
-            if driver is None:
-                driver = build_driver(line_config.driver, line_config.name,
-                                      line_config.options, config.tones.settings())
+            parts = (built or {}).get(line_config.name) or build_line(
+                line_config.driver, line_config.name, line_config.options,
+                config.tones.settings())
+            driver = parts.driver
             worker = LineWorker(line_config.name, line_config.queue_size)
-            line = Line(line_config.name, driver, worker)
+            line = Line(line_config.name, driver, worker, parts.recorder)
             driver.ring_handler = self._ring_handler(line)
             self.metrics.queue_depth.labels(line.name).set_function(worker.depth_gauge)
             self.lines[line.name] = line
@@ -314,10 +315,12 @@ class Gateway:
             line.driver.on_hook()
         except Exception:
             log.exception("line %s: on hook failed", line.name)
-        try:
-            line.driver.end_call(call.call_id)
-        except Exception:
-            log.exception("line %s: ending call %s failed", line.name, call.call_id)
+        if line.recorder is not None:
+            try:
+                line.recorder.end(call.call_id)
+            except Exception:
+                log.exception("line %s: ending the recording of %s failed", line.name,
+                              call.call_id)
         end = "fault" if reason.startswith("line fault") else "normal"
         self.metrics.calls.labels(call.direction, end).inc()
         log.info("call %s on %s ended: %s", call.call_id, line.name, reason)
@@ -403,7 +406,8 @@ class Gateway:
                     return
                 call.state = CallState.IN_CALL
                 call.connected = time.monotonic()
-            line.driver.begin_call(call.call_id)
+            if line.recorder is not None:
+                line.recorder.begin(call.call_id)
 
         try:
             self._run(line, setup)
@@ -544,7 +548,8 @@ class Gateway:
                 return
             call.state = CallState.IN_CALL
             call.connected = time.monotonic()
-        line.driver.begin_call(call.call_id)
+        if line.recorder is not None:
+            line.recorder.begin(call.call_id)
         self.run_script(line, call, script, "IncomingCall")
 
     def _reap(self) -> None:

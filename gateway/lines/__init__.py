@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.lines.base import LineDriver, Party
+from gateway.lines.recording import CallRecorder
 from gateway.tones import ToneEngine, ToneSettings
 
 # driver name -> (module, driver class, options dataclass)
@@ -41,11 +42,44 @@ def driver_spec(name: str) -> DriverSpec:
     return DriverSpec(name, getattr(module, driver_name), getattr(module, options_name))
 
 
+@dataclass
+class BuiltLine:
+    """A line's driver as assembled from its configuration, with the recorder
+    of its calls where the line is simulated."""
+
+    driver: LineDriver
+    recorder: CallRecorder | None = None
+
+
+class _DriverRecorder(CallRecorder):
+    """The drivers' own begin_call/end_call, until each simulator has a recorder."""
+
+    def __init__(self, driver: Any) -> None:
+        super().__init__(driver.recording_path("x").parent)
+        self._driver = driver
+
+    def begin(self, call_id: str) -> None:
+        self._driver.begin_call(call_id)
+
+    def end(self, call_id: str) -> None:
+        self._driver.end_call(call_id)
+
+
+def build_line(driver: str, name: str, options: Any, tones: ToneSettings) -> BuiltLine:
+    """A line's driver and recorder, not yet opened (nothing touches hardware
+    until ``driver.open()``). The one place that knows which simulator goes
+    with which configuration."""
+    built = driver_spec(driver).driver(name, options, ToneEngine(tones))
+    recorder = _DriverRecorder(built) if hasattr(built, "recording_path") else None
+    return BuiltLine(built, recorder)
+
+
 def build_driver(driver: str, name: str, options: Any, tones: ToneSettings) -> LineDriver:
-    """A line's driver, not yet opened (nothing touches hardware until open())."""
-    return driver_spec(driver).driver(name, options, ToneEngine(tones))
+    """A line's driver alone (``onhook``, ``selftest``: no calls to record)."""
+    return build_line(driver, name, options, tones).driver
 
 
 __all__ = [
-    "DRIVERS", "DriverFactory", "DriverSpec", "LineDriver", "Party", "build_driver", "driver_spec",
+    "DRIVERS", "BuiltLine", "CallRecorder", "DriverFactory", "DriverSpec", "LineDriver", "Party",
+    "build_driver", "build_line", "driver_spec",
 ]
