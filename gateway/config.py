@@ -1,7 +1,8 @@
 """Configuration: one TOML file, validated at load, with defaults for everything.
 
-Each section is a dataclass; bounds live in field metadata (``min``/``max``)
-so that one builder checks every section, the drivers' option dataclasses
+Each section is a dataclass; bounds live in field metadata (``min``/``max``,
+``choices`` for a setting that is one of a few words) so that one builder
+checks every section, the drivers' option dataclasses
 included, and every error names its key: ``tones.gap_ms: 20 is below the
 minimum 50``.
 """
@@ -77,19 +78,13 @@ HEALTH_ACCESS = ("on", "loopback", "off")
 class HealthConfig:
     #: ``GET /healthz`` (no password): "on" (clients ``server.allow`` admits),
     #: "loopback" (this machine only), or "off".
-    healthz: str = "on"
+    healthz: str = field(default="on", metadata={"choices": HEALTH_ACCESS})
     #: ``GET /metrics`` in Prometheus text format: "on", "loopback" or "off".
-    metrics: str = "on"
+    metrics: str = field(default="on", metadata={"choices": HEALTH_ACCESS})
     #: The service watchdog calls a line stuck when one command (or one step
     #: of an OzML script) runs longer than this. The longest a healthy one
     #: takes is a Call dialling 128 keys at the slowest timing: about 1030 s.
     stuck_after_s: float = field(default=1800.0, metadata={"min": 10.0, "max": 86400.0})
-
-    def __post_init__(self) -> None:
-        for name in ("healthz", "metrics"):
-            if getattr(self, name) not in HEALTH_ACCESS:
-                raise ValueError(f"{name}: {getattr(self, name)!r} is not one of "
-                                 f"{', '.join(HEALTH_ACCESS)}")
 
 
 @dataclass
@@ -200,6 +195,10 @@ def build(cls: type[T], table: dict[str, Any], where: str = "") -> T:
                 raise ConfigError(f"{prefix}{name}: missing")
             continue
         value = _coerce(table[name], hints[name], f"{prefix}{name}")
+        choices = f.metadata.get("choices")
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{prefix}{name}: {value!r} is not one of "
+                              f"{', '.join(map(str, choices))}")
         low, high = f.metadata.get("min"), f.metadata.get("max")
         if low is not None and value < low:
             raise ConfigError(f"{prefix}{name}: {value} is below the minimum {low}")
