@@ -31,7 +31,7 @@ from pathlib import Path
 from waitress.server import create_server
 
 from gateway import logs
-from gateway.api import create_app
+from gateway.app import create_app
 from gateway.calls import Gateway
 from gateway.config import from_mapping
 from gateway.health import HealthLoop

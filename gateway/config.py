@@ -117,7 +117,7 @@ class LineConfig:
     name: str
     driver: str
     #: Commands that may wait for this line; more are refused (code 802).
-    queue_size: int = 32
+    queue_size: int = field(default=32, metadata={"min": 1, "max": 1000})
     #: The driver's own options dataclass, built from the table's other keys.
     options: Any = None
 
@@ -241,8 +241,6 @@ def _build_line(table: Any, index: int, seen: set[str], base_dir: Path) -> LineC
     if line.name in seen:
         raise ConfigError(f"{where}.name: {line.name!r} is used by another line")
     seen.add(line.name)
-    if not 1 <= line.queue_size <= 1000:
-        raise ConfigError(f"{where}.queue_size: {line.queue_size} is outside 1 to 1000")
     if line.driver not in DRIVERS:
         raise ConfigError(
             f"{where}.driver: unknown driver {line.driver!r} (known: {', '.join(sorted(DRIVERS))})"

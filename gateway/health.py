@@ -21,7 +21,7 @@ import traceback
 from typing import Any
 
 from gateway import __version__
-from gateway.calls import Gateway, Line
+from gateway.calls import Gateway
 from gateway.systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -30,28 +30,11 @@ log = logging.getLogger(__name__)
 STATUS_CHARS = 200
 
 
-def line_report(line: Line) -> dict[str, object]:
-    """One line's state for ``/healthz``: the driver's own status() and the queue."""
-    try:
-        report = dict(line.driver.status())
-    except Exception as exc:  # a broken status() must not break the health page
-        log.exception("line %s: status() failed", line.name)
-        report = {"driver": line.driver.driver_name, "hook": line.driver.hook.value,
-                  "fault": f"status unavailable: {type(exc).__name__}"}
-    report.setdefault("driver", line.driver.driver_name)
-    report.setdefault("hook", line.driver.hook.value)
-    report["fault"] = line.driver.fault or report.get("fault")
-    report["open"] = line.opened
-    report["in_call"] = line.call is not None
-    report["busy"] = line.worker.busy
-    report["queue_depth"] = line.worker.depth
-    return report
-
-
 def report(gateway: Gateway, started: float) -> tuple[bool, dict[str, Any]]:
     """``(healthy, body)``: healthy is False while any line has a fault."""
-    lines = {name: line_report(line) for name, line in gateway.lines.items()}
-    healthy = all(entry["fault"] is None for entry in lines.values())
+    snapshots = gateway.snapshots()
+    lines = {snap.name: snap.report() for snap in snapshots}
+    healthy = all(snap.fault is None for snap in snapshots)
     return healthy, {
         "status": "ok" if healthy else "fault",
         "version": __version__,
@@ -63,13 +46,13 @@ def report(gateway: Gateway, started: float) -> tuple[bool, dict[str, Any]]:
 def summary(gateway: Gateway) -> str:
     """One line for systemd's STATUS=: each line and whether it is usable."""
     parts = []
-    for name, line in gateway.lines.items():
-        if line.driver.fault:
-            parts.append(f"{name} FAULT ({line.driver.fault})")
-        elif line.call is not None:
-            parts.append(f"{name} in call")
+    for snap in gateway.snapshots():
+        if snap.fault:
+            parts.append(f"{snap.name} FAULT ({snap.fault})")
+        elif snap.call_id is not None:
+            parts.append(f"{snap.name} in call")
         else:
-            parts.append(f"{name} ok")
+            parts.append(f"{snap.name} ok")
     text = "lines: " + ", ".join(parts)
     return text if len(text) <= STATUS_CHARS else text[: STATUS_CHARS - 3] + "..."
 
@@ -151,14 +134,13 @@ class HealthLoop:
         now = time.monotonic()
         if not self.http_thread.is_alive():
             found.append("the HTTP server thread has ended")
-        for name, line in self.gateway.lines.items():
-            worker = line.worker
-            if not worker.alive:
-                found.append(f"line {name}: its worker thread has ended")
+        for snap in self.gateway.snapshots():
+            if not snap.worker_alive:
+                found.append(f"line {snap.name}: its worker thread has ended")
                 continue
-            since = worker.busy_since
+            since = snap.busy_since
             if since is not None and now - since > self.stuck_after_s:
-                found.append(f"line {name}: one command has run for {now - since:.0f} s "
+                found.append(f"line {snap.name}: one command has run for {now - since:.0f} s "
                              f"(stuck_after_s is {self.stuck_after_s:g})")
         if not found:
             problem = self._probe()

@@ -20,15 +20,11 @@ import urllib.request
 from typing import Any
 
 from gateway import __version__
-from gateway.errors import GatewayError
+from gateway.errors import NotifyError
 
 log = logging.getLogger(__name__)
 
 MAX_ANSWER_BYTES = 256 * 1024
-
-
-class NotifyError(GatewayError, OSError):
-    """The notification could not be delivered, or its answer was unusable."""
 
 
 def check_url(url: str) -> str:

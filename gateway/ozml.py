@@ -17,7 +17,8 @@ from xml.etree.ElementTree import Element
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
-from gateway.errors import GatewayError
+from gateway.codes import Code
+from gateway.errors import OzmlError
 from gateway.keys import parse_keys
 from gateway.lines.base import Party
 from gateway.tones import Timing, TonePlan
@@ -25,17 +26,6 @@ from gateway.tones import Timing, TonePlan
 MAX_DOCUMENT_BYTES = 256 * 1024
 MAX_COMMANDS = 256
 MAX_DELAY_S = 600.0
-
-
-class OzmlError(GatewayError, ValueError):
-    """A document that cannot run. ``code`` is the API code that answers it."""
-
-    def __init__(self, code: int, detail: str, parameter: str = "", command: str = "") -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
-        self.parameter = parameter
-        self.command = command
 
 
 @dataclass(frozen=True)
@@ -64,6 +54,10 @@ class Hangup:
 Command = SendDTMF | Delay | Speak | Hangup
 
 
+def _bad(detail: str, parameter: str, command: str) -> OzmlError:
+    return OzmlError(Code.INVALID_PARAMETER, detail, parameter, command)
+
+
 def _attr(element: Element, name: str) -> str | None:
     """Attributes are matched case-insensitively, as the API's parameters are."""
     for key, value in element.attrib.items():
@@ -79,7 +73,7 @@ def _party(element: Element, command: str) -> Party:
     try:
         return Party.parse(text)
     except ValueError as exc:
-        raise OzmlError(302, str(exc), "Party", command) from None
+        raise _bad(str(exc), "Party", command) from None
 
 
 def _ms(element: Element, name: str, default: int, command: str) -> int:
@@ -89,7 +83,7 @@ def _ms(element: Element, name: str, default: int, command: str) -> int:
     try:
         return int(text.strip())
     except ValueError:
-        raise OzmlError(302, f"{text!r} is not a whole number of ms", name, command) from None
+        raise _bad(f"{text!r} is not a whole number of ms", name, command) from None
 
 
 def _send_dtmf(element: Element, timing: Timing) -> SendDTMF:
@@ -99,14 +93,14 @@ def _send_dtmf(element: Element, timing: Timing) -> SendDTMF:
     try:
         symbols = parse_keys(keys)
     except ValueError as exc:
-        raise OzmlError(302, str(exc), "Keys", "SendDTMF") from None
+        raise _bad(str(exc), "Keys", "SendDTMF") from None
     duration = _ms(element, "Duration", timing.duration_ms, "SendDTMF")
     gap = _ms(element, "Gap", timing.gap_ms, "SendDTMF")
     try:
         plan = TonePlan(symbols, Timing(duration, gap))
     except ValueError as exc:
-        raise OzmlError(302, str(exc), "Duration" if "duration" in str(exc) else "Gap",
-                        "SendDTMF") from None
+        raise _bad(str(exc),
+                        "Duration" if "duration" in str(exc) else "Gap", "SendDTMF") from None
     return SendDTMF(plan, _party(element, "SendDTMF"))
 
 
@@ -115,9 +109,9 @@ def _delay(element: Element) -> Delay:
     try:
         seconds = float(text)
     except ValueError:
-        raise OzmlError(302, f"{text!r} is not a number of seconds", "Delay", "Delay") from None
+        raise _bad(f"{text!r} is not a number of seconds", "Delay", "Delay") from None
     if not 0 <= seconds <= MAX_DELAY_S:
-        raise OzmlError(302, f"{seconds:g} s is outside 0 to {MAX_DELAY_S:g} s", "Delay", "Delay")
+        raise _bad(f"{seconds:g} s is outside 0 to {MAX_DELAY_S:g} s", "Delay", "Delay")
     return Delay(seconds)
 
 
@@ -131,17 +125,17 @@ def parse(document: str | bytes, timing: Timing | None = None) -> tuple[Command,
     if isinstance(document, str):
         document = document.encode("utf-8")
     if len(document) > MAX_DOCUMENT_BYTES:
-        raise OzmlError(300, f"document larger than {MAX_DOCUMENT_BYTES} bytes")
+        raise OzmlError(Code.PARSE_ERROR, f"document larger than {MAX_DOCUMENT_BYTES} bytes")
     try:
         root = SafeET.fromstring(document, forbid_dtd=True)
     except DefusedXmlException as exc:
-        raise OzmlError(300, f"unsafe XML refused ({type(exc).__name__})") from None
+        raise OzmlError(Code.PARSE_ERROR, f"unsafe XML refused ({type(exc).__name__})") from None
     except SafeET.ParseError as exc:
-        raise OzmlError(300, str(exc)) from None
+        raise OzmlError(Code.PARSE_ERROR, str(exc)) from None
     if root.tag.lower() != "response":
-        raise OzmlError(300, f"the root element is <{root.tag}>, not <Response>")
+        raise OzmlError(Code.PARSE_ERROR, f"the root element is <{root.tag}>, not <Response>")
     if len(root) > MAX_COMMANDS:
-        raise OzmlError(300, f"more than {MAX_COMMANDS} commands")
+        raise OzmlError(Code.PARSE_ERROR, f"more than {MAX_COMMANDS} commands")
     commands: list[Command] = []
     for element in root:
         tag = element.tag.lower()
@@ -156,5 +150,5 @@ def parse(document: str | bytes, timing: Timing | None = None) -> tuple[Command,
         elif tag == "hangup":
             commands.append(Hangup())
         else:
-            raise OzmlError(301, element.tag, command=element.tag)
+            raise OzmlError(Code.NOT_IMPLEMENTED, element.tag, command=element.tag)
     return tuple(commands)

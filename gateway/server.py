@@ -24,7 +24,7 @@ from typing import Any
 from waitress import wasyncore
 from waitress.server import BaseWSGIServer, create_server
 
-from gateway.api import create_app
+from gateway.app import create_app
 from gateway.calls import Gateway
 from gateway.config import Config
 from gateway.health import HealthLoop, listen_address, summary
@@ -83,7 +83,7 @@ def serve(
     # still write the answers of the commands that are allowed to finish.
     http = threading.Thread(target=server.run, name="http", daemon=True)
     http.start()
-    lines = ", ".join(f"{n} ({ln.driver.driver_name})" for n, ln in gateway.lines.items())
+    lines = ", ".join(f"{snap.name} ({snap.driver})" for snap in gateway.snapshots())
     # A host name with several addresses ("localhost": 127.0.0.1 and ::1)
     # gives a server per address, and no single effective_port.
     port = listen_address(server)[1]

@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from gateway.api import create_app
+from gateway.app import create_app
 from gateway.auth import save_user
 from gateway.calls import Gateway
 from gateway.config import Config, from_mapping

@@ -54,7 +54,8 @@ def test_answer_is_the_seed_shape_byte_for_byte(client) -> None:  # type: ignore
 
 def test_seed_file_shape_matches_ours() -> None:
     """The seed's example answer, whitespace folded, is what we render."""
-    from gateway.api.responses import Code, render
+    from gateway.api.responses import render
+    from gateway.codes import Code
 
     seed = (Path(__file__).parent.parent.parent / "shared" / "reference"
             / "seed-senddtmf-command.txt")

@@ -26,7 +26,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
 
-from gateway.api.responses import Code
+from gateway.codes import Code
 from tests.live import PASSWORD, USER, LiveServer
 from tests.support import Receiver
 
@@ -188,7 +188,7 @@ def test_the_description_is_shipped_and_served(live: LiveServer) -> None:
     loaded = schemathesis.openapi.from_url(f"{live.base}/api/openapi.yaml")
     assert loaded.raw_schema["paths"].keys() == {"/api", "/api/openapi.yaml"}
     # ...and describes every command the API runs.
-    from gateway.api.views import COMMANDS
+    from gateway.api.commands import COMMANDS
 
     described = loaded.raw_schema["components"]["schemas"]["Command"]["enum"]
     assert sorted(described) == sorted(name for name, _ in COMMANDS.values())

@@ -164,7 +164,7 @@ def test_the_servers_deny_list_applies(make_app: Callable[..., Flask], path: str
 
 
 def test_two_apps_on_one_gateway_share_the_registry(two_lines: Flask) -> None:
-    from gateway.api import create_app
+    from gateway.app import create_app
 
     gateway = two_lines.extensions["dtmf_gateway"]
     again = create_app(gateway.config, gateway)  # registering the collectors twice would raise

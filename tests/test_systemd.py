@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from waitress.server import create_server
 
-from gateway.api import create_app
+from gateway.app import create_app
 from gateway.calls import Gateway
 from gateway.config import Config
 from gateway.health import HealthLoop

@@ -52,11 +52,10 @@ class LineCollector(Collector):
                                      "1 while the line is seized", labels=["line"])
         in_call = GaugeMetricFamily("dtmf_gateway_line_in_call",
                                     "1 while the line has a call", labels=["line"])
-        for name, line in self.gateway.lines.items():
-            driver = line.driver
-            up.add_metric([name, driver.driver_name], 0.0 if driver.fault else 1.0)
-            off_hook.add_metric([name], 1.0 if driver.hook.value == "off-hook" else 0.0)
-            in_call.add_metric([name], 0.0 if line.call is None else 1.0)
+        for snap in self.gateway.snapshots():
+            up.add_metric([snap.name, snap.driver], 0.0 if snap.fault else 1.0)
+            off_hook.add_metric([snap.name], 1.0 if snap.hook == "off-hook" else 0.0)
+            in_call.add_metric([snap.name], 0.0 if snap.call_id is None else 1.0)
         build = InfoMetricFamily("dtmf_gateway_build", "The running version")
         build.add_metric([], {"version": __version__})
         yield from (up, off_hook, in_call, build)

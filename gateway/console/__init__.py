@@ -4,7 +4,7 @@ Server-rendered pages with a little vanilla JavaScript (live refresh and a
 keypad that sends without reloading); everything it serves is in this
 package, so it works on a LAN with no internet. It signs in with the API's
 users, lock-out and address lists, and its actions run the API's own
-commands (:func:`gateway.api.views.execute`), so they answer with the same
+commands (:func:`gateway.api.commands.execute`), so they answer with the same
 codes.
 """
 

@@ -1,8 +1,8 @@
 """The console's pages, their live fragments, and its three actions.
 
-Every action is an API command run through :func:`gateway.api.views.execute`
+Every action is an API command run through :func:`gateway.api.commands.execute`
 with the form's fields under the API's parameter names, then counted, logged
-and remembered by :func:`gateway.api.views.record`, exactly as ``/api`` does.
+and remembered by :func:`gateway.api.commands.record`, exactly as ``/api`` does.
 
 CSRF: every POST carries the session's token in a hidden ``csrf`` field (or an
 ``X-CSRF-Token`` header), and a POST whose ``Origin`` is another site is
@@ -35,10 +35,10 @@ from flask import (
 )
 from werkzeug.wrappers import Response
 
-from gateway.api.responses import Code
-from gateway.api.views import COMMANDS, ApiState, Outcome, Params, execute, record, state
+from gateway.api.commands import COMMANDS, ApiState, Outcome, Params, execute, record, state
 from gateway.auth import User
 from gateway.calls import Call, Gateway
+from gateway.codes import Code
 from gateway.commandlog import CommandRecord
 from gateway.console.sessions import Session, Sessions
 from gateway.errors import ConfigError
@@ -273,20 +273,10 @@ def _calls() -> list[Call] | None:
 
 
 def _lines() -> list[dict[str, Any]]:
-    rows = []
-    for line in _gateway().lines.values():
-        status = line.driver.status()
-        call = line.call
-        rows.append({
-            "name": line.name,
-            "driver": status.get("driver", line.driver.driver_name),
-            "hook": status.get("hook", line.driver.hook.value),
-            "fault": status.get("fault"),
-            "depth": line.worker.depth,
-            "busy": line.worker.busy,
-            "call": call.call_id if call is not None else "",
-        })
-    return rows
+    return [{
+        "name": snap.name, "driver": snap.driver, "hook": snap.hook, "fault": snap.fault,
+        "depth": snap.queue_depth, "busy": snap.busy, "call": snap.call_id or "",
+    } for snap in _gateway().snapshots()]
 
 
 def _log() -> list[CommandRecord] | None:

@@ -92,15 +92,20 @@ class Routing:
 
 @dataclass
 class CallTiming:
-    """How an outbound call is set up on a line without answer supervision.
+    """``call_timing``: how calls are timed on a line without answer supervision.
 
     An analog loop gives no sign that the far end answered, so the gateway
     waits ``dial_tone_ms`` after going off hook and ``answer_wait_ms`` after
-    dialling, as a person would.
+    dialling, as a person would; and it ends an unanswered incoming call
+    ``ring_timeout_ms`` after the last ring.
     """
 
     dial_tone_ms: int = field(default=1000, metadata={"min": 0, "max": 10000})
     answer_wait_ms: int = field(default=2000, metadata={"min": 0, "max": 120000})
+    #: An incoming call nobody answers is over when the line has not rung for
+    #: this long: longer than the longest silence of any national cadence
+    #: (4 s in North America, 2 s in the UK).
+    ring_timeout_ms: int = field(default=6000, metadata={"min": 500, "max": 30000})
 
 
 class LineDriver(ABC):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from gateway.errors import LineBusy
+from gateway.errors import LineBusy, LineError
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +61,20 @@ class LineWorker:
         future: Future[T] = Future()
         with self._cond:
             if self._stopping:
-                raise LineBusy(f"line {self.name!r} is shutting down")
+                raise self._busy("the gateway is stopping")
             if not urgent and len(self._jobs) >= self.queue_size:
-                raise LineBusy(
-                    f"line {self.name!r} has {len(self._jobs)} commands waiting (the limit)"
-                )
+                raise self._busy(f"{len(self._jobs)} commands are waiting (the limit)")
             if urgent:
                 self._jobs.appendleft((future, job))
             else:
                 self._jobs.append((future, job))
             self._cond.notify()
         return future
+
+    def _busy(self, why: str) -> LineBusy:
+        exc = LineBusy(why)
+        exc.line = self.name
+        return exc
 
     def _run(self) -> None:
         while True:
@@ -88,6 +91,9 @@ class LineWorker:
                     try:
                         future.set_result(job())
                     except BaseException as exc:
+                        if isinstance(exc, LineError) and exc.line is None:
+                            # Whatever went wrong on this worker went wrong on its line.
+                            exc.line = self.name
                         future.set_exception(exc)
             finally:
                 with self._cond:

@@ -1,0 +1,261 @@
+"""Ozeki's commands over the call layer: their parameters, their handlers, and
+what each one came to (code, log line, the console's command log).
+
+Both ``/api`` and the web console run commands through :func:`execute` and
+:func:`record`, so they check, answer and log alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from flask import current_app, request
+
+from gateway import ozml
+from gateway.api.responses import element
+from gateway.auth import AddressPolicy, Lockout, Users
+from gateway.calls import Call, Gateway
+from gateway.codes import MESSAGES, Code
+from gateway.commandlog import CommandLog, CommandRecord
+from gateway.errors import KeyStringError, describe, invalid
+from gateway.keys import parse_keys
+from gateway.lines.base import Party
+from gateway.notify import check_url
+from gateway.tones import DURATION_MS, GAP_MS, Timing, TonePlan
+
+log = logging.getLogger("gateway.api")
+
+
+@dataclass
+class ApiState:
+    gateway: Gateway
+    users: Users
+    policy: AddressPolicy
+    lockout: Lockout
+    #: Recent commands of the API and the console (the console's log page).
+    commands: CommandLog = field(default_factory=CommandLog)
+
+
+def state() -> ApiState:
+    api_state: ApiState = current_app.extensions["dtmf_api"]
+    return api_state
+
+
+class Params:
+    """The request's parameters, by lower-cased name, from the query and the form
+    (or from ``given``: the console's forms, mapped to API parameter names)."""
+
+    def __init__(self, given: Mapping[str, str] | None = None) -> None:
+        self.values: dict[str, str] = {}
+        self.names: dict[str, str] = {}
+        self.repeated: set[str] = set()
+        pairs: Iterable[tuple[str, str]]
+        if given is not None:
+            pairs = given.items()
+        else:
+            sources = [request.args]
+            if request.method == "POST":
+                sources.append(request.form)
+            pairs = [item for source in sources for item in source.items(multi=True)]
+        for name, value in pairs:
+            key = name.lower()
+            if key in self.values and self.values[key] != value:
+                self.repeated.add(key)
+            self.values[key] = value
+            self.names.setdefault(key, name)
+
+    def get(self, name: str, command: str, *, required: bool = False) -> str | None:
+        key = name.lower()
+        if key in self.repeated:
+            raise invalid(name, command, "given more than once with different values")
+        value = self.values.get(key)
+        if value is not None:
+            value = value.strip()
+        if required and not value:
+            raise invalid(name, command)
+        return value or None
+
+    def required(self, name: str, command: str) -> str:
+        value = self.get(name, command, required=True)
+        assert value is not None
+        return value
+
+
+# -- commands ---------------------------------------------------------------
+
+
+def _ms(params: Params, name: str, command: str, default: int, bounds: tuple[int, int]) -> int:
+    text = params.get(name, command)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise invalid(name, command, f"{text!r} is not a whole number of ms") from None
+    if not bounds[0] <= value <= bounds[1]:
+        raise invalid(name, command, f"{value} ms is outside {bounds[0]} to {bounds[1]} ms")
+    return value
+
+
+def send_dtmf(params: Params) -> tuple[str, Call]:
+    command = "SendDTMF"
+    gateway = state().gateway
+    keys = params.required("Keys", command)
+    try:
+        symbols = parse_keys(keys)
+    except KeyStringError as exc:
+        raise invalid("Keys", command, str(exc)) from None
+    try:
+        party = Party.parse(params.required("Party", command))
+    except ValueError as exc:
+        raise invalid("Party", command, str(exc)) from None
+    timing = Timing(
+        _ms(params, "Duration", command, gateway.timing.duration_ms, DURATION_MS),
+        _ms(params, "Gap", command, gateway.timing.gap_ms, GAP_MS),
+    )
+    call = gateway.send_dtmf(params.get("CallId", command), TonePlan(symbols, timing), party)
+    return "", call
+
+
+def place_call(params: Params) -> tuple[str, Call]:
+    command = "Call"
+    dialed = params.required("Dialed", command)
+    try:
+        parse_keys(dialed)
+    except KeyStringError as exc:
+        raise invalid("Dialed", command, str(exc)) from None
+    urls: dict[str, str] = {}
+    for name in ("Url", "ErrorUrl", "FinishedUrl"):
+        value = params.get(name, command) or ""
+        if value:
+            try:
+                check_url(value)
+            except ValueError as exc:
+                raise invalid(name, command, str(exc)) from None
+        urls[name] = value
+    ring_time = params.get("RingTime", command)
+    if ring_time is not None:
+        # Accepted for Ozeki clients; an analog loop has no answer supervision,
+        # so the line's own answer wait decides when the call counts as connected.
+        try:
+            if not 0 < float(ring_time) <= 600:
+                raise ValueError
+        except ValueError:
+            raise invalid("RingTime", command, "expected seconds, 1 to 600") from None
+    script = None
+    inline = params.get("ResponseOzML", command)
+    if inline:
+        script = ozml.parse(inline, state().gateway.timing)
+    call = state().gateway.place_call(
+        dialed, url=urls["Url"], script=script, error_url=urls["ErrorUrl"],
+        finished_url=urls["FinishedUrl"],
+    )
+    return "  " + element("CallId", call.call_id) + "\n", call
+
+
+def hang_up(params: Params) -> tuple[str, Call]:
+    return "", state().gateway.hang_up(params.get("CallId", "HangUp"))
+
+
+def list_active_calls(params: Params) -> tuple[str, None]:
+    rows = ["  <ActiveCalls>\n"]
+    for call in state().gateway.active_calls():
+        fields = [
+            ("CallId", call.call_id),
+            ("Source", call.source),
+            ("CallerId", call.caller_id or call.source),
+            ("Destination", call.destination),
+            ("CallerDialed", call.dialed),
+            ("CalleeDialed", call.dialed),
+            ("StartTime", call.started_at.strftime("%Y-%m-%d %H:%M:%S")),
+            ("RingDuration", f"{call.ring_seconds:.3f}"),
+            ("TalkDuration", f"{call.talk_seconds:.3f}"),
+            ("CallState", call.state.value),
+        ]
+        rows.append("    <Call>\n")
+        rows.extend(f"      {element(name, value)}\n" for name, value in fields)
+        rows.append("    </Call>\n")
+    rows.append("  </ActiveCalls>\n")
+    return "".join(rows), None
+
+
+Handler = Callable[[Params], tuple[str, Call | None]]
+COMMANDS: dict[str, tuple[str, Handler]] = {
+    "senddtmf": ("SendDTMF", send_dtmf),
+    "call": ("Call", place_call),
+    "hangup": ("HangUp", hang_up),
+    "listactivecalls": ("ListActiveCalls", list_active_calls),
+}
+
+
+# -- outcomes -----------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What one command came to: its code, and the call and line it was about."""
+
+    code: Code
+    text: str | None = None  # the whole Message; None: the code's own
+    extra: str = ""
+    call: str = "-"
+    line: str = "-"
+
+    @property
+    def message(self) -> str:
+        return self.text if self.text is not None else MESSAGES[self.code]
+
+
+def outcome_of(exc: Exception, command: str) -> Outcome:
+    """``exc`` as the API answers it; a bug is logged with its traceback and
+    answered 800 without one."""
+    described = describe(exc)
+    if described.code is Code.INTERNAL_ERROR:
+        log.error("api: %s failed", log_field(command or "request"), exc_info=exc)
+    return Outcome(described.code, described.text, call=described.call, line=described.line)
+
+
+def execute(handler: Handler, params: Params, command: str) -> Outcome:
+    """Run one command's handler; what it raised becomes Ozeki's code. The API
+    and the console both come through here, so they answer alike."""
+    try:
+        extra, answered = handler(params)
+    except Exception as exc:
+        return outcome_of(exc, command)
+    if answered is None:
+        return Outcome(Code.OK, extra=extra)
+    return Outcome(Code.OK, extra=extra, call=answered.call_id, line=answered.line)
+
+
+def log_field(text: str, limit: int = 64) -> str:
+    """``text`` as one printable token: control characters, spaces and
+    ``=`` escaped, at most ``limit`` characters."""
+    if text.isprintable() and " " not in text and "=" not in text and len(text) <= limit:
+        return text
+    escaped = text[:limit].encode("unicode_escape").decode("ascii")
+    escaped = escaped.replace(" ", "\\x20").replace("=", "\\x3d")
+    return escaped + ("..." if len(text) > limit else "")
+
+
+def record(via: str, user: str, address: str, command: str, outcome: Outcome,
+           elapsed: float) -> None:
+    """Count, log and remember one command of the API or the console."""
+    api_state = state()
+    metrics = api_state.gateway.metrics
+    # Only names the API knows become labels: a made-up name per request,
+    # even without a password, would grow the registry without bound.
+    label = command if command.lower() in COMMANDS else "other"
+    metrics.commands.labels(label, str(int(outcome.code))).inc()
+    metrics.request_seconds.labels(label).observe(elapsed)
+    # One line per command. Never the query string: it may carry a password.
+    # Client-supplied fields are escaped so a newline in a CallId cannot
+    # forge a second log line.
+    log.info("%s user=%s addr=%s command=%s line=%s call=%s code=%d ms=%.0f",
+             via, log_field(user), address, log_field(command or "-"), log_field(outcome.line),
+             log_field(outcome.call), outcome.code, elapsed * 1000)
+    api_state.commands.add(CommandRecord(
+        datetime.now(), via, user, address, command or "-", outcome.line, outcome.call,
+        int(outcome.code)))

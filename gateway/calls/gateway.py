@@ -1,0 +1,394 @@
+"""The gateway: its lines and their calls, and the commands the API runs on them.
+
+Every command that touches a line runs on that line's worker, so commands on
+one line are strictly first-in first-out and the tones of two requests never
+interleave, while different lines work in parallel. The parts it stands on
+each do one job: :mod:`~gateway.calls.line` (a line's lifecycle and fault
+policy), :mod:`~gateway.calls.registry` (the calls),
+:mod:`~gateway.calls.notifications` (Ozeki's notifications) and
+:mod:`~gateway.calls.script` (running OzML).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from gateway import ozml
+from gateway.calls import notifications, script
+from gateway.calls.line import Line, LineSnapshot
+from gateway.calls.notifications import Notifier
+from gateway.calls.registry import Call, CallRegistry, CallState
+from gateway.config import Config
+from gateway.errors import (
+    CallFailed,
+    CallNotFound,
+    Inappropriate,
+    LineBusy,
+    LineFault,
+    NotifyError,
+    OzmlError,
+    describe,
+)
+from gateway.keys import Tone, parse_keys
+from gateway.lines import BuiltLine, build_line
+from gateway.lines.base import Party
+from gateway.metrics import Metrics
+from gateway.tones import TonePlan
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+class Gateway:
+    """Lines, their calls and their workers, built from a Config. The API and
+    the console talk to this and to line snapshots, nothing below."""
+
+    def __init__(
+        self,
+        config: Config,
+        built: dict[str, BuiltLine] | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self.timing = config.tones.timing
+        self.metrics = metrics or Metrics()
+        self.registry = CallRegistry()
+        self.notifier = Notifier(config.server.notify_timeout_s, self.metrics)
+        self.lines: dict[str, Line] = {}
+        self._stop = threading.Event()
+        for line_config in config.lines:
+            parts = (built or {}).get(line_config.name) or build_line(
+                line_config.driver, line_config.name, line_config.options,
+                config.tones.settings())
+            line = Line(line_config.name, parts, line_config.queue_size, self.metrics)
+            line.driver.ring_handler = self._ring_handler(line)
+            self.metrics.queue_depth.labels(line.name).set_function(line.worker.depth_gauge)
+            self.lines[line.name] = line
+        self._reaper = threading.Thread(target=self._reap, name="ring-reaper", daemon=True)
+
+    # -- lifecycle -----------------------------------------------------------
+    def open(self) -> dict[str, str | None]:
+        """Open every line; a line that fails stays faulted and is tried again
+        by its next command. Returns each line's fault (None when open)."""
+        faults: dict[str, str | None] = {}
+        for line in self.lines.values():
+            try:
+                line.open()
+                faults[line.name] = None
+            except LineFault as exc:
+                faults[line.name] = str(exc)
+                log.error("line %s: %s", line.name, exc)
+        if not self._reaper.is_alive():
+            self._reaper.start()
+        return faults
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Let running commands finish (within ``timeout``), end every call,
+        put every line on hook and release the hardware."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for line in self.lines.values():
+            stopping = LineBusy("the gateway is stopping")
+            stopping.line = line.name
+            line.worker.cancel_pending(stopping)
+        for line in self.lines.values():
+            if line.call is not None:
+                line.call.hangup.set()
+            line.worker.stop(max(0.1, deadline - time.monotonic()))
+        for line in self.lines.values():
+            if line.call is not None:
+                self._end_call(line, line.call, "gateway stopped")
+            line.close_driver()
+        self.notifier.close()
+
+    def on_hook_all(self) -> None:
+        """Drop every line now (signal handlers, crash paths). Never raises."""
+        for line in self.lines.values():
+            line.on_hook()
+
+    def snapshots(self) -> list[LineSnapshot]:
+        return [line.snapshot() for line in self.lines.values()]
+
+    # -- calls ---------------------------------------------------------------
+    def find(self, call_id: str | None, command: str = "") -> Call:
+        return self.registry.find(call_id, command)
+
+    def active_calls(self) -> list[Call]:
+        return self.registry.active()
+
+    @property
+    def recent(self) -> list[Call]:
+        """Ended calls, oldest first."""
+        return list(self.registry.recent)
+
+    def _run(self, line: Line, job: Callable[[], T], *, urgent: bool = False) -> T:
+        """Run ``job`` on the line's worker and wait for it."""
+        future = line.worker.submit(job, urgent=urgent)
+        try:
+            return future.result(timeout=self.config.server.command_timeout_s)
+        except TimeoutError:
+            future.cancel()
+            late = LineBusy("the line did not get to the command in time")
+            late.line = line.name
+            raise late from None
+
+    def _guarded(self, line: Line, call: Call, action: Callable[[], T]) -> T:
+        return line.guarded(call, action, lambda reason: self._end_call(line, call, reason))
+
+    def _emit(self, line: Line, call: Call, plan: TonePlan, party: Party) -> None:
+        """Keys into ``call`` (guarded like every hardware action), counted."""
+        self._guarded(line, call, lambda: line.driver.emit(plan, party))
+        self.metrics.digits.labels(line.name).inc(
+            sum(1 for s in plan.symbols if isinstance(s, Tone))
+        )
+
+    def _connect(self, line: Line, call: Call) -> bool:
+        """The call is answered: talk time starts, the recording begins. False
+        if the call ended meanwhile."""
+        with self.registry.lock:
+            if call.over:
+                return False
+            call.connect()
+        recorder = line.recorder
+        if recorder is not None:
+            self._guarded(line, call, lambda: recorder.begin(call.call_id))
+        return True
+
+    def _end_call(self, line: Line, call: Call, reason: str) -> None:
+        """On hook, close the recording, unregister, tell FinishedUrl. Idempotent."""
+        if not self.registry.finish(call, reason):
+            return
+        with self.registry.lock:
+            if line.call is call:
+                line.call = None
+        line.on_hook()
+        if line.recorder is not None:
+            try:
+                line.recorder.end(call.call_id)
+            except Exception:
+                log.exception("line %s: ending the recording of %s failed", line.name,
+                              call.call_id)
+        end = "fault" if reason.startswith("line fault") else "normal"
+        self.metrics.calls.labels(call.direction, end).inc()
+        log.info("call %s on %s ended: %s", call.call_id, line.name, reason)
+        if call.finished_url:
+            self.notifier.send_later(call.finished_url, notifications.call_finished(call))
+
+    def report_error(self, call: Call, exc: BaseException) -> None:
+        """What went wrong in ``call`` outside any request: logged, and sent to
+        its ErrorUrl in the API's own code and message."""
+        described = describe(exc)
+        log.warning("call %s: %d %s", call.call_id, described.code, described.text)
+        if call.error_url:
+            self.notifier.send_later(call.error_url, notifications.error(call, described))
+
+    # -- commands ------------------------------------------------------------
+    def send_dtmf(self, call_id: str | None, plan: TonePlan, party: Party) -> Call:
+        """Put ``plan`` on the call's line; returns when the last gap has passed."""
+        call = self.find(call_id, "SendDTMF")
+        if call.state is CallState.RINGING:
+            raise Inappropriate("SendDTMF", "the call is ringing and has not been answered")
+        line = self.lines[call.line]
+
+        def job() -> None:
+            if call.state is not CallState.IN_CALL:
+                raise CallNotFound(call.call_id)
+            self._emit(line, call, plan, party)
+
+        self._run(line, job)
+        return call
+
+    def place_call(
+        self,
+        dialed: str,
+        *,
+        url: str = "",
+        script: tuple[ozml.Command, ...] | None = None,
+        error_url: str = "",
+        finished_url: str = "",
+    ) -> Call:
+        """Seize a free line, dial, and return the connected call.
+
+        With ``url`` the CallConnected notification is posted there and the
+        OzML it answers runs on the call; with ``script`` that OzML runs.
+        Without either the call stays up until HangUp.
+        """
+        parse_keys(dialed)  # the caller checks it; this keeps the driver safe
+        with self.registry.lock:
+            free = [ln for ln in self.lines.values() if ln.call is None]
+            if not free:
+                raise CallFailed(dialed, "NoFreeLine", "every line has a call")
+            # A line whose last command faulted (a modem unplugged, a card gone)
+            # is tried again only when no healthy line is free.
+            line = next((ln for ln in free if ln.fault is None), free[0])
+            call = Call(self.registry.new_id(), line.name, "outbound", dialed=dialed, url=url,
+                        error_url=error_url, finished_url=finished_url)
+            self.registry.add(call)
+            line.call = call
+
+        def setup() -> None:
+            if call.over:
+                return
+            self._guarded(line, call, lambda: line.driver.place_call(dialed, self.timing))
+            self._connect(line, call)
+
+        try:
+            self._run(line, setup)
+        except CallFailed as exc:
+            self._end_call(line, call, f"call failed: {exc.state}")
+            raise
+        except BaseException:
+            self._end_call(line, call, "call setup failed")
+            raise
+        if call.state is not CallState.IN_CALL:
+            raise CallNotFound(call.call_id)
+        if url or script is not None:
+            try:
+                line.worker.submit(lambda: self._connected(line, call, script))
+            except LineBusy:
+                self._end_call(line, call, "no room to run its script")
+                raise
+        return call
+
+    def _connected(self, line: Line, call: Call, commands: tuple[ozml.Command, ...] | None
+                   ) -> None:
+        if call.state is not CallState.IN_CALL:
+            return
+        if call.url:
+            commands = self._fetch_script(line, call, call.url,
+                                          notifications.call_connected(call))
+            if commands is None:
+                return
+        self.run_script(line, call, commands or (), "CallConnected")
+
+    def _fetch_script(
+        self, line: Line, call: Call, url: str, fields: dict[str, str]
+    ) -> tuple[ozml.Command, ...] | None:
+        """The OzML a notification answers; on failure the call is hung up (as
+        Ozeki does) and the error goes to ErrorUrl."""
+        name = fields["NotificationName"]
+        try:
+            body = self.notifier.fetch(url, fields)
+        except NotifyError as exc:
+            self.report_error(call, CallFailed(call.destination, "NotificationFailed",
+                                               cause=str(exc)))
+            self._end_call(line, call, f"{name} failed: {exc}")
+            return None
+        try:
+            return ozml.parse(body, self.timing)
+        except OzmlError as exc:
+            log.warning("call %s: the OzML %s answered cannot run: %s", call.call_id, name, exc)
+            self.report_error(call, exc)
+            self._end_call(line, call, f"bad OzML from {url}")
+            return None
+
+    def run_script(
+        self, line: Line, call: Call, commands: tuple[ozml.Command, ...], notification: str
+    ) -> None:
+        """Run OzML on the call (on its line's worker); hang up at the end."""
+        try:
+            script.run_block(_Control(self, line, call), commands)
+        except LineFault as exc:
+            self.report_error(call, exc)
+        except Exception as exc:
+            log.exception("call %s: script failed", call.call_id)
+            self.report_error(call, exc)
+        finally:
+            self._end_call(line, call, f"{notification} script ended")
+
+    def hang_up(self, call_id: str | None) -> Call:
+        call = self.find(call_id, "HangUp")
+        line = self.lines[call.line]
+        # Wake a script sleeping in Delay, then go on hook ahead of queued work.
+        call.hangup.set()
+        self._run(line, lambda: self._end_call(line, call, "hung up by API"), urgent=True)
+        return call
+
+    # -- incoming ------------------------------------------------------------
+    def _ring_handler(self, line: Line) -> Callable[[str | None], None]:
+        def on_ring(caller_id: str | None) -> None:
+            try:
+                self._on_ring(line, caller_id)
+            except Exception:
+                log.exception("line %s: ring handling failed", line.name)
+
+        return on_ring
+
+    def _on_ring(self, line: Line, caller_id: str | None) -> None:
+        with self.registry.lock:
+            if line.call is not None:
+                if line.call.state is CallState.RINGING:
+                    line.call.last_ring = time.monotonic()
+                return
+            call = Call(self.registry.new_id(), line.name, "inbound", caller_id=caller_id or "",
+                        state=CallState.RINGING)
+            self.registry.add(call)
+            line.call = call
+        log.info("line %s: incoming call %s from %s", line.name, call.call_id,
+                 caller_id or "unknown")
+        if self.config.server.incoming_url:
+            try:
+                line.worker.submit(lambda: self._answer(line, call))
+            except LineBusy as exc:
+                log.warning("line %s: cannot answer %s: %s", line.name, call.call_id, exc)
+
+    def _answer(self, line: Line, call: Call) -> None:
+        if call.state is not CallState.RINGING:
+            return
+        call.answering = True
+        commands = self._fetch_script(line, call, self.config.server.incoming_url,
+                                      notifications.incoming_call(call))
+        if commands is None:
+            return
+        try:
+            self._guarded(line, call, line.driver.answer)
+            if not self._connect(line, call):
+                return
+        except LineFault:
+            return
+        self.run_script(line, call, commands, "IncomingCall")
+
+    def _reap(self) -> None:
+        """End incoming calls whose ringing stopped before anyone answered."""
+        while True:
+            quiet_for = {name: line.driver.call_timing.ring_timeout_ms / 1000
+                         for name, line in self.lines.items()}
+            # A tenth of the shortest timeout: a call ends within 10 % of its time.
+            if self._stop.wait(min([10.0, *quiet_for.values()]) / 10):
+                return
+            for call in self.registry.ringing_unanswered(quiet_for, time.monotonic()):
+                self._end_call(self.lines[call.line], call, "caller gave up")
+
+
+class _Control:
+    """A script's hold on its call (see :class:`gateway.calls.script.CallControl`)."""
+
+    def __init__(self, gateway: Gateway, line: Line, call: Call) -> None:
+        self._gateway = gateway
+        self._line = line
+        self._call = call
+
+    @property
+    def ended(self) -> bool:
+        return self._call.hangup.is_set() or self._call.state is not CallState.IN_CALL
+
+    def emit(self, plan: TonePlan, party: Party) -> None:
+        self._gateway._emit(self._line, self._call, plan, party)
+
+    def speak(self, text: str, language: str | None, party: Party) -> None:
+        driver = self._line.driver
+        self._gateway._guarded(self._line, self._call,
+                               lambda: driver.speak(text, language, party))
+
+    def wait(self, seconds: float) -> None:
+        self._call.hangup.wait(seconds)
+
+    def progress(self) -> None:
+        self._line.worker.progress()
+
+    def report(self, exc: Exception) -> None:
+        self._gateway.report_error(self._call, exc)
