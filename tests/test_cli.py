@@ -90,7 +90,9 @@ RENDER_REFUSALS = [
 ]
 
 
-@pytest.mark.parametrize(("args", "message"), RENDER_REFUSALS, ids=" ".join)
+@pytest.mark.parametrize(
+    ("args", "message"), [pytest.param(*case, id=" ".join(case[0])) for case in RENDER_REFUSALS]
+)
 def test_render_refuses_each_value_outside_its_range(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
