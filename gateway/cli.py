@@ -8,6 +8,7 @@ tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
@@ -44,7 +45,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
     from gateway.keys import parse_keys
     from gateway.tones import Timing, ToneEngine, TonePlan, ToneSettings, write_wav
 
-    settings = ToneSettings(rate=args.rate, level_dbfs=args.level, twist_db=args.twist)
+    settings = ToneSettings(
+        rate=args.rate, level_dbfs=args.level, twist_db=args.twist, ramp_ms=args.ramp
+    )
     engine = ToneEngine(settings)
     plan = TonePlan(parse_keys(args.keys), Timing(args.duration, args.gap))
     # 100 ms of silence either side, so a decoder (and a listener) hears the
@@ -56,6 +59,59 @@ def _cmd_render(args: argparse.Namespace) -> int:
     except OSError as exc:
         return fail(f"cannot write {args.output}: {exc.strerror}")
     return 0
+
+
+#: Every spelling float() reads with a leading minus (-1e3, -inf, -nan), so
+#: that ``--level -inf`` reaches the range check as a value instead of being
+#: taken for an unknown option (argparse's own pattern knows only -1 and -1.5).
+_NEGATIVE_NUMBER = re.compile(
+    r"^-(\d+\.?\d*(e[-+]?\d+)?|\.\d+(e[-+]?\d+)?|inf(inity)?|nan)$", re.IGNORECASE
+)
+
+
+def _add_render_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    from gateway.tones import (
+        DURATION_MS,
+        GAP_MS,
+        MIN_LEVEL_DBFS,
+        RAMP_MS,
+        SAMPLE_RATES,
+        TRUE_PEAK_MARGIN_DB,
+        TWIST_DB,
+        Timing,
+        ToneSettings,
+        max_level_dbfs,
+    )
+
+    timing, tones = Timing(), ToneSettings()
+    render = sub.add_parser("render", help="write the audio of a key string to a WAV file")
+    # argparse consults this attribute of the parser that reads the option.
+    render._negative_number_matcher = _NEGATIVE_NUMBER
+    render.add_argument("keys", metavar="KEYS", help="0-9 * # A-D, pauses w , W")
+    render.add_argument("-o", "--output", required=True, metavar="FILE.wav")
+    render.add_argument("--rate", type=int, default=tones.rate, metavar="HZ",
+                        help=f"sample rate: {', '.join(map(str, SAMPLE_RATES))}"
+                        f" (default {tones.rate})")
+    render.add_argument("--duration", type=int, default=timing.duration_ms, metavar="MS",
+                        help=f"tone on, between its -6 dB points: {DURATION_MS[0]}-"
+                        f"{DURATION_MS[1]} (default {timing.duration_ms})")
+    render.add_argument("--gap", type=int, default=timing.gap_ms, metavar="MS",
+                        help=f"tone off, between -6 dB points: {GAP_MS[0]}-{GAP_MS[1]}"
+                        f" (default {timing.gap_ms})")
+    render.add_argument("--level", type=float, default=tones.level_dbfs, metavar="DBFS",
+                        help=f"low-group level: {MIN_LEVEL_DBFS:g} up to"
+                        f" {max_level_dbfs(tones.twist_db):g} at the default twist"
+                        f" ({max_level_dbfs(TWIST_DB[1]):g} at {TWIST_DB[1]:+g},"
+                        f" {max_level_dbfs(TWIST_DB[0]):g} at {TWIST_DB[0]:+g}), which keeps"
+                        f" the true peak {TRUE_PEAK_MARGIN_DB:g} dB below full scale"
+                        f" (default {tones.level_dbfs:g})")
+    render.add_argument("--twist", type=float, default=tones.twist_db, metavar="DB",
+                        help=f"high group above low group: {TWIST_DB[0]:g} to {TWIST_DB[1]:+g}"
+                        f" (default {tones.twist_db:g})")
+    render.add_argument("--ramp", type=float, default=tones.ramp_ms, metavar="MS",
+                        help=f"raised-cosine on/off ramp, centred on the -6 dB points:"
+                        f" {RAMP_MS[0]:g}-{RAMP_MS[1]:g} (default {tones.ramp_ms:g})")
+    render.set_defaults(func=_cmd_render)
 
 
 def _load_config(path: str | None) -> Config:
@@ -141,17 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    render = sub.add_parser("render", help="write the audio of a key string to a WAV file")
-    render.add_argument("keys", metavar="KEYS", help="0-9 * # A-D, pauses w , W")
-    render.add_argument("-o", "--output", required=True, metavar="FILE.wav")
-    render.add_argument("--rate", type=int, default=8000, metavar="HZ")
-    render.add_argument("--duration", type=int, default=100, metavar="MS", help="tone on (40-2000)")
-    render.add_argument("--gap", type=int, default=100, metavar="MS", help="tone off (50-5000)")
-    render.add_argument("--level", type=float, default=-12.0, metavar="DBFS",
-                        help="low-group level (default -12)")
-    render.add_argument("--twist", type=float, default=2.0, metavar="DB",
-                        help="high group above low group (default 2)")
-    render.set_defaults(func=_cmd_render)
+    _add_render_parser(sub)
 
     serve = sub.add_parser("serve", help="run the HTTP API")
     serve.add_argument("--config", metavar="PATH", help="TOML file (default: one simulated line)")

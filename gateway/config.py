@@ -21,7 +21,18 @@ from typing import Any, TypeVar
 
 from gateway.errors import ConfigError, GatewayError
 from gateway.lines import DRIVERS, driver_spec
-from gateway.tones import DURATION_MS, GAP_MS, SAMPLE_RATES, Timing, ToneSettings
+from gateway.tones import (
+    DURATION_MS,
+    GAP_MS,
+    MIN_LEVEL_DBFS,
+    RAMP_MS,
+    SAMPLE_RATES,
+    TRUE_PEAK_MARGIN_DB,
+    TWIST_DB,
+    Timing,
+    ToneSettings,
+    max_level_dbfs,
+)
 
 T = TypeVar("T")
 
@@ -93,16 +104,24 @@ class TonesConfig:
         default=100, metadata={"min": DURATION_MS[0], "max": DURATION_MS[1]}
     )
     gap_ms: int = field(default=100, metadata={"min": GAP_MS[0], "max": GAP_MS[1]})
-    #: Level of the low-group tone; the high group is ``twist_db`` louder.
-    level_dbfs: float = field(default=-12.0, metadata={"min": -60.0, "max": 0.0})
-    twist_db: float = field(default=2.0, metadata={"min": -4.0, "max": 8.0})
-    ramp_ms: float = field(default=4.0, metadata={"min": 0.0, "max": 10.0})
+    #: Level of the low-group tone; the high group is ``twist_db`` louder. Its
+    #: maximum depends on the twist, so __post_init__ checks it.
+    level_dbfs: float = field(default=-12.0, metadata={"min": MIN_LEVEL_DBFS})
+    twist_db: float = field(default=2.0, metadata={"min": TWIST_DB[0], "max": TWIST_DB[1]})
+    ramp_ms: float = field(default=4.0, metadata={"min": RAMP_MS[0], "max": RAMP_MS[1]})
     rate: int = 8000
 
     def __post_init__(self) -> None:
         if self.rate not in SAMPLE_RATES:
             raise ValueError(f"rate: {self.rate} is not one of {', '.join(map(str, SAMPLE_RATES))}")
-        self.settings()  # clipping is a property of level and twist together
+        loudest = max_level_dbfs(self.twist_db)
+        if self.level_dbfs > loudest:
+            raise ValueError(
+                f"level_dbfs: {self.level_dbfs} is above the maximum {loudest} at twist_db "
+                f"{self.twist_db} (the true peak of both tones {TRUE_PEAK_MARGIN_DB:g} dB "
+                "below full scale)"
+            )
+        self.settings()
 
     @property
     def timing(self) -> Timing:

@@ -1,10 +1,15 @@
 """DTMF synthesis with numpy: key strings to int16 PCM.
 
-Frequencies are ITU-T Q.23's. Defaults and limits follow Q.24 receivers
-(tone on >= 40 ms, off >= 50 ms). The high group is sent ``twist_db`` above the
-low group, as generators customarily do (nominal -9 dBm / -11 dBm on a line).
-Each burst is shaped by a raised-cosine ramp so its spectrum stays inside the
-two tones instead of splattering into the other band.
+Frequencies are ITU-T Q.23's. Every limit keeps a key inside what Q.24
+receivers accept (:mod:`gateway.q24`), with a margin for the line between
+them: tone and gap lengths, twist (the high group is sent ``twist_db`` above
+the low group, as generators customarily do) and level, whose maximum puts
+the true peak of the two tones together a margin below full scale.
+
+A digit's ``duration`` and ``gap`` are what a receiver times: the distance
+between the tone's half-amplitude (-6 dB) points. Its raised-cosine ramps are
+centred on those points, half outside the nominal tone and half inside, so
+they keep the burst's spectrum inside the two tones without shortening it.
 
 The engine knows nothing of HTTP, config files or hardware: drivers give it a
 :class:`ToneSettings` and a :class:`TonePlan` and get samples back.
@@ -12,6 +17,7 @@ The engine knows nothing of HTTP, config files or hardware: drivers give it a
 
 from __future__ import annotations
 
+import math
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from gateway import q24
 from gateway.errors import ToneSettingsError
 from gateway.keys import KEYS, Pause, Symbol, Tone
 
@@ -34,12 +41,58 @@ DURATION_MS = (40, 2000)
 GAP_MS = (50, 5000)
 FULL_SCALE = 32767
 
+#: Of Q.24's 8 dB for a low group louder than the high group, this much is
+#: left to the line, whose loss rises with frequency and so adds twist this
+#: way (several dB on a long loop), and to receivers that fall short of Q.24
+#: here: multimon-ng's, an energy-share test in each group, misses keys from
+#: about 4.5 dB.
+LINE_TWIST_ALLOWANCE_DB = 5.0
+#: Q.24's 4 dB for a louder high group is a receiver's edge, not its comfort:
+#: measured, +4 dB already loses keys in one receiver and +3 dB none in two.
+REVERSE_TWIST_MARGIN_DB = 1.0
+#: ``twist_db`` (high group above low group, in dB): -3 to +3.
+TWIST_DB = (
+    -(q24.MAX_LOW_OVER_HIGH_DB - LINE_TWIST_ALLOWANCE_DB),
+    q24.MAX_HIGH_OVER_LOW_DB - REVERSE_TWIST_MARGIN_DB,
+)
+#: The longest ramp is an eighth of the shortest tone: at 40 ms on and 50 ms
+#: off a burst still has 35 ms at full amplitude and the gap 45 ms of
+#: silence, more than Q.24's 40 ms pause. The shortest is 1 ms: below that
+#: an edge's band-limited peak overshoots the samples' (by 0.4 dB at 8 kHz
+#: with no ramp at all), eating the true-peak margin.
+RAMP_MS = (1.0, DURATION_MS[0] / 8)
+#: Headroom between the true (inter-sample) peak of both tones together and
+#: full scale. It absorbs the overshoot of a resampler or a 300-3400 Hz
+#: band-pass and stays under G.711's ceilings (mu-law decodes to at most
+#: 0.17 dB below 16-bit full scale, A-law 0.14 dB), with room left for a
+#: sound card's own filters.
+TRUE_PEAK_MARGIN_DB = 1.0
+#: The quietest low-group level; the loudest depends on twist, see
+#: :func:`max_level_dbfs`.
+MIN_LEVEL_DBFS = -60.0
+
 Samples = npt.NDArray[np.int16]
+
+
+def max_level_dbfs(twist_db: float) -> float:
+    """The loudest low-group level at ``twist_db``, rounded down to 0.01 dB.
+
+    Two sines of unrelated frequency line their peaks up sooner or later, so
+    the true peak is the sum of their amplitudes: at this level it sits
+    :data:`TRUE_PEAK_MARGIN_DB` below full scale (-8.08 dBFS at +2 dB twist).
+    """
+    sum_db = 20.0 * math.log10(1.0 + 10.0 ** (twist_db / 20.0))
+    return math.floor((-TRUE_PEAK_MARGIN_DB - sum_db) * 100.0) / 100.0
+
+
+def _span(low: float, high: float, unit: str) -> str:
+    return f"{low:g} to {high:+g} {unit}" if low < 0 < high else f"{low:g} to {high:g} {unit}"
 
 
 @dataclass(frozen=True, slots=True)
 class Timing:
-    """How long each digit sounds and how long the line is quiet after it."""
+    """How long each digit sounds and how long the line is quiet after it,
+    both between the tone's half-amplitude points."""
 
     duration_ms: int = 100
     gap_ms: int = 100
@@ -91,16 +144,20 @@ class ToneSettings:
         if self.rate not in SAMPLE_RATES:
             rates = ", ".join(map(str, SAMPLE_RATES))
             raise ToneSettingsError(f"rate {self.rate} Hz is not one of {rates}")
-        # Q.24 receivers accept up to 8 dB normal and 4 dB reverse twist.
-        if not -4.0 <= self.twist_db <= 8.0:
-            raise ToneSettingsError(f"twist {self.twist_db} dB is outside -4 to 8 dB")
-        if not 0.0 <= self.ramp_ms <= 10.0:
-            raise ToneSettingsError(f"ramp {self.ramp_ms} ms is outside 0 to 10 ms")
-        peak = self.low_amplitude + self.high_amplitude
-        if self.level_dbfs < -60.0 or peak > 1.0:
+        # Written as "not inside" so that NaN, which fails every comparison,
+        # is refused too.
+        if not TWIST_DB[0] <= self.twist_db <= TWIST_DB[1]:
             raise ToneSettingsError(
-                f"level {self.level_dbfs} dBFS with {self.twist_db} dB twist "
-                f"{'is below -60 dBFS' if self.level_dbfs < -60.0 else 'would clip'}"
+                f"twist {self.twist_db:g} dB is outside {_span(*TWIST_DB, 'dB')}"
+            )
+        if not RAMP_MS[0] <= self.ramp_ms <= RAMP_MS[1]:
+            raise ToneSettingsError(f"ramp {self.ramp_ms:g} ms is outside {_span(*RAMP_MS, 'ms')}")
+        loudest = max_level_dbfs(self.twist_db)
+        if not MIN_LEVEL_DBFS <= self.level_dbfs <= loudest:
+            span = _span(MIN_LEVEL_DBFS, loudest, "dBFS")
+            raise ToneSettingsError(
+                f"level {self.level_dbfs:g} dBFS is outside {span} at {self.twist_db:g} dB twist"
+                f" (true peak {TRUE_PEAK_MARGIN_DB:g} dB below full scale)"
             )
 
     @property
@@ -115,24 +172,49 @@ class ToneSettings:
     def samples(self, ms: float) -> int:
         return round(self.rate * ms / 1000.0)
 
+    @property
+    def ramp_samples(self) -> float:
+        return self.rate * self.ramp_ms / 1000.0
+
+    @property
+    def ramp_reach(self) -> int:
+        """How many samples a digit's ramp sounds before its half-amplitude
+        start (and after its half-amplitude end)."""
+        return math.ceil(self.ramp_samples / 2) - 1
+
+
+def _raised_cosine(u: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """0 at ``u <= 0``, 1 at ``u >= 1``, 0.5 at ``u = 0.5``, smooth between."""
+    return 0.5 - 0.5 * np.cos(np.pi * np.clip(u, 0.0, 1.0))
+
 
 class ToneEngine:
-    """Renders tone plans. Bursts are cached per (key, duration): a 128-key string
-    is at most 16 distinct syntheses and one concatenation."""
+    """Renders tone plans. Digits are cached per (key, length): a 128-key string
+    is at most 32 distinct syntheses and one placement each."""
 
     def __init__(self, settings: ToneSettings | None = None) -> None:
         self.settings = settings or ToneSettings()
         self._bursts: dict[tuple[str, int], Samples] = {}
+        self._digits: dict[tuple[str, int], Samples] = {}
 
     def _envelope(self, n: int) -> npt.NDArray[np.float64]:
+        """Ramps inside ``n`` samples, for tones whose length is their whole extent."""
         ramp = min(self.settings.samples(self.settings.ramp_ms), n // 2)
         envelope = np.ones(n)
         if ramp > 0:
-            # Raised cosine from 0 to 1 over `ramp` samples, mirrored at the end.
-            rise = 0.5 - 0.5 * np.cos(np.pi * (np.arange(ramp) + 0.5) / ramp)
+            rise = _raised_cosine((np.arange(ramp) + 0.5) / ramp)
             envelope[:ramp] = rise
             envelope[n - ramp :] = rise[::-1]
         return envelope
+
+    def _wave(
+        self, frequencies: tuple[float, ...], amplitudes: tuple[float, ...], n: int
+    ) -> npt.NDArray[np.float64]:
+        t = np.arange(n) / self.settings.rate
+        wave_ = np.zeros(n)
+        for hz, amplitude in zip(frequencies, amplitudes, strict=True):
+            wave_ += amplitude * np.sin(2.0 * np.pi * hz * t)
+        return wave_
 
     def tone(
         self,
@@ -140,7 +222,8 @@ class ToneEngine:
         duration_ms: float,
         amplitudes: tuple[float, ...] | None = None,
     ) -> Samples:
-        """A plain single or dual tone (beeps, test signals), ramped like a digit."""
+        """A plain single or dual tone (beeps, test signals, the tones of
+        simulated hardware) exactly ``duration_ms`` long, its ramps inside."""
         if not 1 <= len(frequencies) <= 2:
             raise ToneSettingsError("a tone has one or two frequencies")
         nyquist = self.settings.rate / 2
@@ -156,19 +239,41 @@ class ToneEngine:
         if sum(amplitudes) > 1.0:
             raise ToneSettingsError("the tone's amplitudes add up to more than full scale")
         n = max(self.settings.samples(duration_ms), 1)
-        t = np.arange(n) / self.settings.rate
-        wave_ = np.zeros(n)
-        for hz, amplitude in zip(frequencies, amplitudes, strict=True):
-            wave_ += amplitude * np.sin(2.0 * np.pi * hz * t)
+        wave_ = self._wave(frequencies, amplitudes, n)
         return np.round(wave_ * self._envelope(n) * FULL_SCALE).astype(np.int16)
 
     def burst(self, key: str, samples: int) -> Samples:
-        """One digit's tone, ``samples`` long, without its gap."""
+        """One digit's tone exactly ``samples`` long, ramps inside (what a
+        device gating its own oscillator emits); :meth:`render` uses :meth:`digit`."""
         cached = self._bursts.get((key, samples))
         if cached is None:
             cached = self.tone(FREQUENCIES[key], samples * 1000 / self.settings.rate)
             cached.setflags(write=False)
             self._bursts[(key, samples)] = cached
+        return cached
+
+    def digit(self, key: str, samples: int) -> Samples:
+        """One digit whose half-amplitude points are ``samples`` apart.
+
+        The ramps are centred on those points, so the result starts
+        :attr:`ToneSettings.ramp_reach` samples before the first and ends as
+        long after the second: ``samples + 2 * reach + 1`` samples in all.
+        Sample ``reach`` is the -6 dB start.
+        """
+        cached = self._digits.get((key, samples))
+        if cached is None:
+            reach = self.settings.ramp_reach
+            # Distance from the edge in ramp lengths, plus a half: 0.5 on the
+            # edge itself, so the envelope is half amplitude there.
+            rise = _raised_cosine(np.arange(-reach, reach + 1) / self.settings.ramp_samples + 0.5)
+            envelope = np.ones(samples + 2 * reach + 1)
+            envelope[: len(rise)] = rise
+            envelope[-len(rise) :] = np.minimum(envelope[-len(rise) :], rise[::-1])
+            amplitudes = (self.settings.low_amplitude, self.settings.high_amplitude)
+            wave_ = self._wave(FREQUENCIES[key], amplitudes, len(envelope))
+            cached = np.round(wave_ * envelope * FULL_SCALE).astype(np.int16)
+            cached.setflags(write=False)
+            self._digits[(key, samples)] = cached
         return cached
 
     def silence(self, ms: float) -> Samples:
@@ -177,8 +282,12 @@ class ToneEngine:
     def render(self, plan: TonePlan) -> Samples:
         """The plan as mono PCM: each digit, then its gap; pauses as silence.
 
-        Segment edges are placed on the sample nearest their ideal time, counted
-        from the start, so rounding never accumulates over a long string.
+        Every segment edge is placed on the sample nearest its ideal time,
+        counted from the start, so rounding never accumulates over a long
+        string. The whole timeline lies :attr:`ToneSettings.ramp_reach`
+        samples late, so the first digit's rise starts at sample 0; the last
+        gap ends as late in the next plan's rise, so between plans too the
+        gap is whole at -6 dB.
         """
         rate = self.settings.rate
         out = np.zeros(round(plan.seconds * rate), dtype=np.int16)
@@ -187,8 +296,8 @@ class ToneEngine:
             if isinstance(symbol, Tone):
                 start = round(ms * rate / 1000)
                 ms += plan.timing.duration_ms
-                end = round(ms * rate / 1000)
-                out[start:end] = self.burst(symbol.key, end - start)
+                digit = self.digit(symbol.key, round(ms * rate / 1000) - start)
+                out[start : start + len(digit)] = digit
                 ms += plan.timing.gap_ms
             elif isinstance(symbol, Pause):
                 ms += symbol.ms

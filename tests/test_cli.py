@@ -28,13 +28,13 @@ def test_render_options(tmp_path: Path) -> None:
 
     out = tmp_path / "x.wav"
     result = cli("render", "1w2", "-o", str(out), "--rate", "48000", "--duration", "40",
-                 "--gap", "50", "--level", "-20")
+                 "--gap", "50", "--level", "-20", "--twist", "-1", "--ramp", "5")
     assert result.returncode == 0, result.stderr
     samples, rate = read_wav(out)
     assert rate == 48000
     # 100 ms lead, 2 x (40 + 50) ms, 500 ms pause, 100 ms tail.
     assert len(samples) == round(48000 * 0.88)
-    assert abs(int(samples.max())) < 32767 * (10 ** (-20 / 20) + 10 ** (-18 / 20))
+    assert abs(int(samples.max())) < 32767 * (10 ** (-20 / 20) + 10 ** (-21 / 20))
     assert decode_wav(out) == "12"
 
 
@@ -61,6 +61,62 @@ def test_bad_options_get_one_line_and_status_2(
     assert result.stderr.startswith("dtmf-gateway: error: ")
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+RENDER_REFUSALS = [
+    (["--rate", "11025"], "rate 11025 Hz is not one of 8000, 16000, 22050, 44100, 48000"),
+    (["--duration", "39"], "duration 39 ms is below the minimum 40 ms"),
+    (["--duration", "2001"], "duration 2001 ms is above the maximum 2000 ms"),
+    (["--gap", "49"], "gap 49 ms is below the minimum 50 ms"),
+    (["--gap", "5001"], "gap 5001 ms is above the maximum 5000 ms"),
+    (["--twist", "-3.5"], "twist -3.5 dB is outside -3 to +3 dB"),
+    (["--twist", "3.5"], "twist 3.5 dB is outside -3 to +3 dB"),
+    (["--twist", "nan"], "twist nan dB is outside -3 to +3 dB"),
+    (["--ramp", "0.5"], "ramp 0.5 ms is outside 1 to 5 ms"),
+    (["--ramp", "5.5"], "ramp 5.5 ms is outside 1 to 5 ms"),
+    (["--ramp", "inf"], "ramp inf ms is outside 1 to 5 ms"),
+    (["--level", "-60.5"], "level -60.5 dBFS is outside -60 to -8.08 dBFS at 2 dB twist"),
+    (["--level", "-8.07"], "level -8.07 dBFS is outside -60 to -8.08 dBFS at 2 dB twist"),
+    (["--level", "-8.64", "--twist", "3"], "level -8.64 dBFS is outside -60 to -8.65 dBFS at 3"),
+    (["--level", "-5.64", "--twist", "-3"], "level -5.64 dBFS is outside -60 to -5.65 dBFS"),
+    (["--level", "nan"], "level nan dBFS is outside -60 to -8.08 dBFS"),
+    (["--level", "inf"], "level inf dBFS is outside -60 to -8.08 dBFS"),
+    # Negative values as their own word, as a user types them: argparse
+    # alone would take "-inf" and "-1e3" for options and say so.
+    (["--level", "-inf"], "level -inf dBFS is outside -60 to -8.08 dBFS"),
+    (["--level", "-1e3"], "level -1000 dBFS is outside -60 to -8.08 dBFS"),
+    (["--level=-inf"], "level -inf dBFS is outside -60 to -8.08 dBFS"),
+    (["--twist", "-nan"], "twist nan dB is outside -3 to +3 dB"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"), [pytest.param(*case, id=" ".join(case[0])) for case in RENDER_REFUSALS]
+)
+def test_render_refuses_each_value_outside_its_range(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    """One line naming the range, status 2, no numpy warning and no file."""
+    out = tmp_path / "x.wav"
+    result = cli("render", "1", "-o", str(out), *args)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"dtmf-gateway: error: {message}"), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert not out.exists()
+
+
+def test_render_help_lists_rates_and_ranges() -> None:
+    result = cli("render", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    for expected in ("sample rate: 8000, 16000, 22050, 44100, 48000 (default 8000)",
+                     "tone on, between its -6 dB points: 40-2000 (default 100)",
+                     "tone off, between -6 dB points: 50-5000 (default 100)",
+                     "low-group level: -60 up to -8.08 at the default twist (-8.65 at +3,"
+                     " -5.65 at -3)",
+                     "high group above low group: -3 to +3 (default 2)",
+                     "raised-cosine on/off ramp, centred on the -6 dB points: 1-5 (default 4)"):
+        assert expected in text
 
 
 def test_version() -> None:

@@ -106,10 +106,11 @@ def test_one_bad_character_anywhere_is_found(text: str, bad: str, data: st.DataO
 @st.composite
 def tone_settings(draw: st.DrawFn) -> ToneSettings:
     rate = draw(st.sampled_from(SAMPLE_RATES))
-    twist = draw(st.floats(-4.0, 8.0))
-    ramp = draw(st.floats(0.0, 10.0))
-    # The loudest level that does not clip with this twist, and anything below.
-    loudest = -20 * math.log10(1 + 10 ** (twist / 20))
+    twist = draw(st.floats(-3.0, 3.0))
+    ramp = draw(st.floats(1.0, 5.0))
+    # The loudest level with this twist (both peaks together 1 dB below full
+    # scale, rounded down to 0.01 dB), and anything below.
+    loudest = math.floor(100 * (-1 - 20 * math.log10(1 + 10 ** (twist / 20)))) / 100
     level = draw(st.floats(-60.0, loudest))
     return ToneSettings(rate, level, twist, ramp)
 
@@ -129,10 +130,12 @@ def test_render_never_clips_and_has_the_plan_length(
     # A sample that overflowed int16 would wrap to the other sign, beyond this.
     ceiling = math.ceil((tone.low_amplitude + tone.high_amplitude) * FULL_SCALE)
     assert int(np.abs(audio.astype(np.int32)).max(initial=0)) <= min(ceiling, FULL_SCALE)
-    # Every digit is followed by at least its gap of silence.
+    # Every digit is followed by its gap at -6 dB, silent but for the half
+    # ramp either side: gap - ramp of silence, less a sample for each edge's
+    # rounding to its nearest sample.
     if isinstance(plan.symbols[-1], Tone):
-        tail = round(timing.gap_ms * tone.rate / 1000)
-        assert not audio[len(audio) - tail + 1 :].any()
+        tail = math.floor((timing.gap_ms - tone.ramp_ms) * tone.rate / 1000) - 2
+        assert not audio[len(audio) - tail :].any()
 
 
 @needs_multimon
