@@ -81,6 +81,21 @@ class AuthConfig:
                              "'~' to") from None
 
 
+@dataclass
+class CallsConfig:
+    """``[calls]``: how long a call may hold its line."""
+
+    #: A call is hung up this long after it was answered, whatever it is doing:
+    #: a client that forgets a call must not hold the line for ever.
+    max_call_s: float = field(default=3600.0, metadata={"min": 1.0, "max": 86400.0})
+    #: A call that runs no script is hung up when no command has used it for
+    #: this long (0: never).
+    idle_s: float = field(default=300.0, metadata={"min": 0.0, "max": 86400.0})
+    #: An OzML script that would hold the line longer than this (its keys,
+    #: delays and speech added up) is refused before anything of it runs.
+    max_script_s: float = field(default=3600.0, metadata={"min": 1.0, "max": 86400.0})
+
+
 #: Who may read ``/healthz`` and ``/metrics``.
 HEALTH_ACCESS = ("on", "loopback", "off")
 
@@ -147,6 +162,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     tones: TonesConfig = field(default_factory=TonesConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    calls: CallsConfig = field(default_factory=CallsConfig)
     lines: list[LineConfig] = field(default_factory=list)
     #: Directory relative paths are resolved against (the config file's).
     base_dir: Path = field(default_factory=Path.cwd)
@@ -272,11 +288,11 @@ def _build_line(table: Any, index: int, seen: set[str], base_dir: Path) -> LineC
 
 def from_mapping(data: dict[str, Any], base_dir: Path | None = None) -> Config:
     """A validated Config from parsed TOML (or a test's dict)."""
-    known = {"server", "auth", "tones", "health", "line"}
+    known = {"server", "auth", "tones", "health", "calls", "line"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{key}: unknown section (known: {', '.join(sorted(known))})")
-    for key in ("server", "auth", "tones", "health"):
+    for key in ("server", "auth", "tones", "health", "calls"):
         if key in data and not isinstance(data[key], dict):
             raise ConfigError(f"{key}: expected a table")
     lines_data = data.get("line", [])
@@ -292,6 +308,7 @@ def from_mapping(data: dict[str, Any], base_dir: Path | None = None) -> Config:
         auth=build(AuthConfig, data.get("auth", {}), "auth"),
         tones=build(TonesConfig, data.get("tones", {}), "tones"),
         health=build(HealthConfig, data.get("health", {}), "health"),
+        calls=build(CallsConfig, data.get("calls", {}), "calls"),
         lines=lines,
         base_dir=base_dir,
     )

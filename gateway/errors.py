@@ -76,6 +76,15 @@ class CallNotFound(GatewayError, LookupError):
         self.call_id = call_id
 
 
+class CallEnded(CallNotFound):
+    """The call ended (hung up, timed out, its far end left) while a command
+    of it was waiting or running; ``reason`` says how it ended."""
+
+    def __init__(self, call_id: str, reason: str) -> None:
+        super().__init__(call_id)
+        self.reason = reason
+
+
 class AmbiguousCall(GatewayError, ValueError):
     """``CallId`` was left out and there is not exactly one active call (302)."""
 
@@ -115,6 +124,12 @@ class LineFault(LineError, OSError):
     The API answers these with its own code ``LINE_FAULT`` (see README), puts
     the line on hook and tries the hardware again on the next command.
     """
+
+
+class LineInterrupted(LineError):
+    """The line was put on hook (a hang-up, the gateway stopping) while a
+    command was using it: the command stopped part-way. Not a fault of the
+    hardware."""
 
 
 class LineBusy(LineError):
@@ -163,6 +178,10 @@ def describe(exc: BaseException) -> Described:
     (whose details belong in the log, never to a client)."""
     if isinstance(exc, ApiError):
         return Described(exc.code, exc.text if exc.text is not None else message(exc.code))
+    if isinstance(exc, CallEnded):
+        return Described(Code.CALL_NOT_FOUND, message(
+            Code.CALL_NOT_FOUND, exc.call_id, detail=f"the call ended ({exc.reason}) before "
+            "its command was done"), call=exc.call_id)
     if isinstance(exc, CallNotFound):
         return Described(Code.CALL_NOT_FOUND, message(Code.CALL_NOT_FOUND, exc.call_id),
                          call=exc.call_id)

@@ -152,3 +152,22 @@ def parse(document: str | bytes, timing: Timing | None = None) -> tuple[Command,
         else:
             raise OzmlError(Code.NOT_IMPLEMENTED, element.tag, command=element.tag)
     return tuple(commands)
+
+
+#: Speech counted at this rate when a script's line time is added up: slower
+#: than espeak-ng speaks at its default rate, so the sum is an upper bound.
+SPEECH_CHARS_PER_S = 10.0
+
+
+def line_seconds(commands: tuple[Command, ...]) -> float:
+    """How long ``commands`` hold the line at most: keys and their gaps,
+    delays, and speech at :data:`SPEECH_CHARS_PER_S`."""
+    total = 0.0
+    for command in commands:
+        if isinstance(command, SendDTMF):
+            total += command.plan.seconds
+        elif isinstance(command, Delay):
+            total += command.seconds
+        elif isinstance(command, Speak):
+            total += len(command.text) / SPEECH_CHARS_PER_S
+    return total

@@ -175,6 +175,9 @@ def run_served(config: Config, body: Callable[[Gateway, int], T]) -> T:
     from gateway.server import serve
 
     assert threading.current_thread() is threading.main_thread()
+    # Any free port: the default 9509 may be taken by another test run (or a
+    # gateway) on the same machine; ``body`` is told the port.
+    config.server.port = 0
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     results: list[T] = []
     errors: list[BaseException] = []

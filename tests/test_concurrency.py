@@ -25,10 +25,10 @@ def test_simultaneous_requests_run_in_order_and_whole(make_app: Callable[..., Fl
     queued_lock = threading.Lock()
     submit = worker.submit
 
-    def recording_submit(job, *, urgent=False):  # type: ignore[no-untyped-def]
+    def recording_submit(job):  # type: ignore[no-untyped-def]
         # Note the order the line accepted the jobs in, as it accepts them.
         with queued_lock:
-            future = submit(job, urgent=urgent)
+            future = submit(job)
             queued.append(threading.current_thread().name)
             return future
 

@@ -24,6 +24,7 @@ def test_example_file_loads_and_matches_the_defaults() -> None:
     assert example.auth == default.auth
     assert example.tones == default.tones
     assert example.health == default.health
+    assert example.calls == default.calls
     assert example.lines[0].options == default.lines[0].options
     assert example.users_path == EXAMPLE.parent.resolve() / "users.toml"
 

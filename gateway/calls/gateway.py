@@ -22,8 +22,10 @@ from gateway.calls import notifications, script
 from gateway.calls.line import Line, LineSnapshot
 from gateway.calls.notifications import Notifier
 from gateway.calls.registry import Call, CallRegistry, CallState
+from gateway.codes import Code
 from gateway.config import Config
 from gateway.errors import (
+    CallEnded,
     CallFailed,
     CallNotFound,
     Inappropriate,
@@ -42,6 +44,10 @@ from gateway.tones import TonePlan
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: Beyond a command's own time on the line (twice it, for a loaded machine),
+#: how long its answer may take: a driver's own bounded waits.
+RUN_MARGIN_S = 30.0
 
 class Gateway:
     """Lines, their calls and their workers, built from a Config. The API and
@@ -68,7 +74,8 @@ class Gateway:
             line.driver.ring_handler = self._ring_handler(line)
             self.metrics.queue_depth.labels(line.name).set_function(line.worker.depth_gauge)
             self.lines[line.name] = line
-        self._reaper = threading.Thread(target=self._reap, name="ring-reaper", daemon=True)
+        self._supervisor = threading.Thread(target=self._supervise, name="call-supervisor",
+                                            daemon=True)
 
     # -- lifecycle -----------------------------------------------------------
     def open(self) -> dict[str, str | None]:
@@ -82,8 +89,8 @@ class Gateway:
             except LineFault as exc:
                 faults[line.name] = str(exc)
                 log.error("line %s: %s", line.name, exc)
-        if not self._reaper.is_alive():
-            self._reaper.start()
+        if not self._supervisor.is_alive():
+            self._supervisor.start()
         return faults
 
     def close(self, timeout: float = 10.0) -> None:
@@ -125,16 +132,31 @@ class Gateway:
         """Ended calls, oldest first."""
         return list(self.registry.recent)
 
-    def _run(self, line: Line, job: Callable[[], T], *, urgent: bool = False) -> T:
-        """Run ``job`` on the line's worker and wait for it."""
-        future = line.worker.submit(job, urgent=urgent)
-        try:
-            return future.result(timeout=self.config.server.command_timeout_s)
-        except TimeoutError:
-            future.cancel()
-            late = LineBusy("the line did not get to the command in time")
+    def _run(self, line: Line, job: Callable[[], T], *, expected_s: float) -> T:
+        """Run ``job`` on the line's worker and wait for it.
+
+        It may wait ``server.command_timeout_s`` for its turn; once it has
+        started, its answer waits for it to end (``expected_s`` is its own time
+        on the line), so a command whose keys went out never answers a failure.
+        """
+        started = threading.Event()
+
+        def run() -> T:
+            started.set()
+            return job()
+
+        future = line.worker.submit(run)
+        if not started.wait(self.config.server.command_timeout_s) and future.cancel():
+            late = LineBusy("the line did not get to the command in time; nothing of it was done")
             late.line = line.name
-            raise late from None
+            raise late
+        bound = 2 * expected_s + RUN_MARGIN_S
+        try:
+            return future.result(timeout=bound)
+        except TimeoutError:
+            stuck = LineBusy(f"the command is still running after {bound:.0f} s")
+            stuck.line = line.name
+            raise stuck from None
 
     def _guarded(self, line: Line, call: Call, action: Callable[[], T]) -> T:
         return line.guarded(call, action, lambda reason: self._end_call(line, call, reason))
@@ -194,12 +216,20 @@ class Gateway:
             raise Inappropriate("SendDTMF", "the call is ringing and has not been answered")
         line = self.lines[call.line]
 
+        call.touch()
+
         def job() -> None:
+            if call.over:
+                raise CallEnded(call.call_id, call.end_reason)
             if call.state is not CallState.IN_CALL:
                 raise CallNotFound(call.call_id)
-            self._emit(line, call, plan, party)
+            call.touch()
+            try:
+                self._emit(line, call, plan, party)
+            finally:
+                call.touch()
 
-        self._run(line, job)
+        self._run(line, job, expected_s=plan.seconds)
         return call
 
     def place_call(
@@ -217,7 +247,9 @@ class Gateway:
         OzML it answers runs on the call; with ``script`` that OzML runs.
         Without either the call stays up until HangUp.
         """
-        parse_keys(dialed)  # the caller checks it; this keeps the driver safe
+        dial = TonePlan(parse_keys(dialed), self.timing)  # checked by the caller too
+        if script is not None:
+            self.check_script(script, "ResponseOzML")
         with self.registry.lock:
             free = [ln for ln in self.lines.values() if ln.call is None]
             if not free:
@@ -236,8 +268,10 @@ class Gateway:
             self._guarded(line, call, lambda: line.driver.place_call(dialed, self.timing))
             self._connect(line, call)
 
+        waits = line.driver.call_timing
         try:
-            self._run(line, setup)
+            self._run(line, setup, expected_s=dial.seconds
+                      + (waits.dial_tone_ms + waits.answer_wait_ms) / 1000)
         except CallFailed as exc:
             self._end_call(line, call, f"call failed: {exc.state}")
             raise
@@ -279,19 +313,33 @@ class Gateway:
             self._end_call(line, call, f"{name} failed: {exc}")
             return None
         try:
-            return ozml.parse(body, self.timing)
+            commands = ozml.parse(body, self.timing)
+            self.check_script(commands, "Url")
+            return commands
         except OzmlError as exc:
             log.warning("call %s: the OzML %s answered cannot run: %s", call.call_id, name, exc)
             self.report_error(call, exc)
             self._end_call(line, call, f"bad OzML from {url}")
             return None
 
+    def check_script(self, commands: tuple[ozml.Command, ...], parameter: str) -> None:
+        """Refuse a script that would hold its line longer than ``calls.max_script_s``."""
+        seconds = ozml.line_seconds(commands)
+        limit = self.config.calls.max_script_s
+        if seconds > limit:
+            raise OzmlError(Code.INVALID_PARAMETER, f"the script would hold the line for "
+                            f"{seconds:.0f} s, more than calls.max_script_s ({limit:g} s)",
+                            parameter, "Call")
+
     def run_script(
         self, line: Line, call: Call, commands: tuple[ozml.Command, ...], notification: str
     ) -> None:
         """Run OzML on the call (on its line's worker); hang up at the end."""
+        call.scripted = True
         try:
             script.run_block(_Control(self, line, call), commands)
+        except CallEnded:
+            pass  # hung up (or timed out) inside a command: nothing to report
         except LineFault as exc:
             self.report_error(call, exc)
         except Exception as exc:
@@ -302,11 +350,16 @@ class Gateway:
 
     def hang_up(self, call_id: str | None) -> Call:
         call = self.find(call_id, "HangUp")
-        line = self.lines[call.line]
-        # Wake a script sleeping in Delay, then go on hook ahead of queued work.
-        call.hangup.set()
-        self._run(line, lambda: self._end_call(line, call, "hung up by API"), urgent=True)
+        self._hang_up(self.lines[call.line], call, "hung up by API")
         return call
+
+    def _hang_up(self, line: Line, call: Call, reason: str) -> None:
+        """End ``call`` now, whatever its line is doing: not behind the running
+        command but over it. Going on hook stops the driver (tones stop
+        mid-digit, dialling stops); the command's own answer says the call
+        ended. A second hang-up of the same call finds it gone (601) at once."""
+        call.hangup.set()  # a script's Delay wakes, queued commands of it give up
+        self._end_call(line, call, reason)
 
     # -- incoming ------------------------------------------------------------
     def _ring_handler(self, line: Line) -> Callable[[str | None], None]:
@@ -352,16 +405,30 @@ class Gateway:
             return
         self.run_script(line, call, commands, "IncomingCall")
 
-    def _reap(self) -> None:
-        """End incoming calls whose ringing stopped before anyone answered."""
+    def _supervise(self) -> None:
+        """End calls nobody ends: incoming calls whose ringing stopped before
+        anyone answered, calls past ``calls.max_call_s``, and calls without a
+        script that no command used for ``calls.idle_s``."""
+        limits = self.config.calls
         while True:
-            quiet_for = {name: line.driver.call_timing.ring_timeout_ms / 1000
-                         for name, line in self.lines.items()}
+            ring_timeout = {name: line.driver.call_timing.ring_timeout_ms / 1000
+                            for name, line in self.lines.items()}
             # A tenth of the shortest timeout: a call ends within 10 % of its time.
-            if self._stop.wait(min([10.0, *quiet_for.values()]) / 10):
+            if self._stop.wait(min([10.0, *ring_timeout.values()]) / 10):
                 return
-            for call in self.registry.ringing_unanswered(quiet_for, time.monotonic()):
-                self._end_call(self.lines[call.line], call, "caller gave up")
+            now = time.monotonic()
+            for call in self.registry.active():
+                line = self.lines[call.line]
+                if call.state is CallState.RINGING:
+                    if not call.answering and now - call.last_ring > ring_timeout[call.line]:
+                        self._end_call(line, call, "caller gave up")
+                elif call.connected is not None and now - call.connected > limits.max_call_s:
+                    self._hang_up(line, call, f"longer than calls.max_call_s "
+                                  f"({limits.max_call_s:g} s)")
+                elif (limits.idle_s and call.state is CallState.IN_CALL and not call.scripted
+                      and now - call.last_activity > limits.idle_s):
+                    self._hang_up(line, call, f"no command for calls.idle_s "
+                                  f"({limits.idle_s:g} s)")
 
 
 class _Control:

@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from gateway.calls.worker import LineWorker
-from gateway.errors import CallFailed, LineError, LineFault, NotSupported
+from gateway.errors import (
+    CallEnded,
+    CallFailed,
+    LineError,
+    LineFault,
+    LineInterrupted,
+    NotSupported,
+)
 from gateway.lines import BuiltLine, CallRecorder, LineDriver
 from gateway.metrics import Metrics
 
@@ -145,20 +152,24 @@ class Line:
         try:
             self.open()
             result = action()
-        except (NotSupported, CallFailed) as exc:
-            exc.line = exc.line or self.name
-            raise
-        except LineFault as exc:
-            self._faulted(exc)
-            log.error("line %s: fault during call %s: %s", self.name, call.call_id, exc)
-            end_call(f"line fault: {exc}")
-            # The driver may have lost its hardware: open it afresh next time.
-            self.close_driver()
-            raise
         except Exception as exc:
             if isinstance(exc, LineError):
                 exc.line = exc.line or self.name
-            end_call(f"internal error: {type(exc).__name__}")
+                if call.over:
+                    # Hung up (or timed out) while the line was busy: the driver
+                    # stopped part-way when the line went on hook. No fault.
+                    raise CallEnded(call.call_id, call.end_reason) from exc
+            if isinstance(exc, NotSupported | CallFailed):
+                raise
+            if isinstance(exc, LineFault):
+                self._faulted(exc)
+                log.error("line %s: fault during call %s: %s", self.name, call.call_id, exc)
+                end_call(f"line fault: {exc}")
+                # The driver may have lost its hardware: open it afresh next time.
+                self.close_driver()
+                raise
+            end_call("the line went on hook" if isinstance(exc, LineInterrupted)
+                     else f"internal error: {type(exc).__name__}")
             raise
         finally:
             self._metrics.busy_seconds.labels(self.name).inc(time.monotonic() - started)

@@ -46,6 +46,10 @@ class Call:
     last_ring: float = field(default_factory=time.monotonic)
     end_reason: str = ""
     answering: bool = False
+    #: When a command last used the call (monotonic): the idle limit's clock.
+    last_activity: float = field(default_factory=time.monotonic)
+    #: An OzML script is running on the call (a script is never idle).
+    scripted: bool = False
     hangup: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -57,8 +61,12 @@ class Call:
     def connect(self) -> None:
         """The far end answered (or we answered): the talk time starts."""
         self.state = CallState.IN_CALL
-        self.connected = time.monotonic()
+        self.connected = self.last_activity = time.monotonic()
         self.connected_at = datetime.now()
+
+    def touch(self) -> None:
+        """A command uses the call now."""
+        self.last_activity = time.monotonic()
 
     @property
     def ring_seconds(self) -> float:
@@ -134,13 +142,3 @@ class CallRegistry:
             self._active.pop(call.call_id, None)
             self.recent.append(call)
             return True
-
-    def ringing_unanswered(self, quiet_for: dict[str, float], now: float) -> list[Call]:
-        """Incoming calls nobody is answering whose line has not rung for the
-        time its line allows (``quiet_for`` by line name, in seconds)."""
-        with self.lock:
-            return [
-                c for c in self._active.values()
-                if c.state is CallState.RINGING and not c.answering
-                and now - c.last_ring > quiet_for.get(c.line, 0.0)
-            ]

@@ -1,8 +1,8 @@
 """One worker thread per line: commands run strictly in order, one at a time.
 
 The queue is bounded so a flood of requests is refused (:class:`LineBusy`)
-instead of growing without limit. Hang-ups bypass the bound: a full queue
-must never keep a line off hook.
+instead of growing without limit. Hang-ups do not queue at all: they put the
+line on hook over whatever runs (see :meth:`gateway.calls.Gateway.hang_up`).
 """
 
 from __future__ import annotations
@@ -55,19 +55,15 @@ class LineWorker:
         if self.busy:
             self.busy_since = time.monotonic()
 
-    def submit(self, job: Callable[[], T], *, urgent: bool = False) -> Future[T]:
-        """Queue ``job``; its Future has the result. ``urgent`` jobs (hang-ups)
-        ignore the bound but still wait their turn behind the running job."""
+    def submit(self, job: Callable[[], T]) -> Future[T]:
+        """Queue ``job``; its Future has the result."""
         future: Future[T] = Future()
         with self._cond:
             if self._stopping:
                 raise self._busy("the gateway is stopping")
-            if not urgent and len(self._jobs) >= self.queue_size:
+            if len(self._jobs) >= self.queue_size:
                 raise self._busy(f"{len(self._jobs)} commands are waiting (the limit)")
-            if urgent:
-                self._jobs.appendleft((future, job))
-            else:
-                self._jobs.append((future, job))
+            self._jobs.append((future, job))
             self._cond.notify()
         return future
 

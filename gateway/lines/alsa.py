@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from gateway.errors import LineFault
+from gateway.errors import LineFault, LineInterrupted
 from gateway.lines.base import CallTiming, HookState, LineDriver, Party, Routing
 from gateway.lines.gpio import GpioOptions, LineControl
 from gateway.speech import Synthesiser
@@ -106,8 +106,8 @@ class PcmGeometry:
         return self.buffer_frames / self.rate
 
 
-class Aborted(LineFault):
-    """The line went on hook (shutdown, a signal) while audio was playing."""
+class Aborted(LineInterrupted):
+    """The line went on hook (a hang-up, shutdown, a signal) while audio was playing."""
 
 
 def play(
@@ -306,8 +306,6 @@ class AlsaLine(LineDriver):
                          on_underrun=self._underrun)
                 except self._alsa.ALSAAudioError as exc:
                     raise LineFault(f"{where}: {exc}") from exc
-                except Aborted as exc:
-                    raise Aborted(f"line {self.name!r}: {exc}") from exc
                 except LineFault as exc:
                     raise LineFault(f"{where}: {exc}") from exc
             except BaseException as exc:
@@ -316,7 +314,7 @@ class AlsaLine(LineDriver):
                 self.control.on_hook()
                 self._hook = HookState.ON_HOOK
                 self._close_pcm()
-                if isinstance(exc, LineFault) and not isinstance(exc, Aborted):
+                if isinstance(exc, LineFault):
                     self.fault = str(exc)
                 raise
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.errors import LineFault
+from gateway.errors import LineFault, LineInterrupted
 from gateway.keys import Pause, Tone
 from gateway.lines.base import CallTiming, HookState, LineDriver, Party, Routing
 from gateway.tones import Samples, Timing, ToneEngine, TonePlan, route
@@ -51,6 +51,9 @@ class SimulatedLine(LineDriver):
         self._call_id: str | None = None
         self._lock = threading.Lock()
         self._opened = False
+        # Set while on hook: what the line is doing stops when it goes on hook.
+        self._released = threading.Event()
+        self._released.set()
         #: Fault injection for tests: raise LineFault after this many more digits.
         self.fail_after_digits: int | None = None
 
@@ -62,8 +65,10 @@ class SimulatedLine(LineDriver):
                              f".{int(stamp * 1000) % 1000:03d}Z {what}")
 
     def _wait(self, seconds: float) -> None:
-        if self.options.time_scale > 0:
-            time.sleep(seconds * self.options.time_scale)
+        # A hang-up from another thread puts the line on hook: like a real
+        # line, the tones (or the dialling) stop there.
+        if self.options.time_scale > 0 and self._released.wait(seconds * self.options.time_scale):
+            raise LineInterrupted("the line went on hook")
 
     # -- lifecycle -------------------------------------------------------------
     def open(self) -> None:
@@ -85,9 +90,11 @@ class SimulatedLine(LineDriver):
         if not self._opened:
             raise LineFault(f"line {self.name!r} is not open")
         self._hook = HookState.OFF_HOOK
+        self._released.clear()
         self._event("off-hook")
 
     def on_hook(self) -> None:
+        self._released.set()
         if self._hook is HookState.OFF_HOOK:
             self._hook = HookState.ON_HOOK
             self._event("on-hook")
