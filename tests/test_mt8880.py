@@ -510,6 +510,20 @@ def test_chip_dying_mid_burst_string_drops_the_line(make_rig: Callable[..., Rig]
     assert rig.line.fault and "did not answer" in rig.line.fault
 
 
+def test_a_burst_that_ends_early_is_a_wrong_crystal(make_rig: Callable[..., Rig],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.lines import mt8880_sim
+
+    # A crystal five times too fast: 20 ms bursts, far enough below the 92 ms
+    # floor that no lateness of the polling thread hides it.
+    monkeypatch.setattr(mt8880_sim, "BURST_S", 0.010)
+    monkeypatch.setattr(mt8880_sim, "PAUSE_S", 0.010)
+    rig = make_rig()
+    with pytest.raises(LineFault, match=r"MT8880 burst too short: TDRE set [\d.]+ ms into a "
+                                        r"102 ms burst \(a crystal other than 3.579545 MHz"):
+        rig.line.open()
+
+
 def test_dead_chip_in_non_burst_mode_is_caught_before_off_hook(
         make_rig: Callable[..., Rig]) -> None:
     rig = make_rig()
@@ -1010,7 +1024,9 @@ def test_a_relay_lets_the_probe_prove_the_chip(make_rig: Callable[..., Rig],
         rig.line.open()
     status = rig.line.status()
     assert status["chip"] == "proven" and "probe burst on hook" in str(status["chip_check"])
-    assert any("chip proven: TDRE after a 10" in r.message for r in caplog.records)
+    (took,) = [float(m[1]) for r in caplog.records
+               if (m := re.search(r"chip proven: TDRE after a ([\d.]+) ms burst", r.message))]
+    assert took >= 102 * 0.9  # the chip's 102 ms, and whatever lateness the poll had
 
 
 def test_burst_mode_without_a_relay_is_proven_by_its_first_digit(

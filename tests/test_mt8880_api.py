@@ -135,6 +135,16 @@ def test_selftest_passes_on_the_simulated_chip(tmp_path: Any) -> None:
     assert "chip=proven chip_check=a probe burst on hook" in text
 
 
+def test_healthz_shows_whether_the_chip_is_proven(make_app: Callable[..., Flask]) -> None:
+    import json
+
+    app = make_app([mt8880_line(), mt8880_line("m2", gpio={})])
+    api(app, command="ListActiveCalls")  # the lines are open once the gateway answers
+    lines = json.loads(app.test_client().get("/healthz").data)["lines"]
+    assert (lines["m1"]["chip"], lines["m2"]["chip"]) == ("proven", "unproven")
+    assert "no read-back of the chip stays off the line" in lines["m2"]["chip_check"]
+
+
 def test_selftest_says_plainly_when_nothing_can_prove_the_chip(tmp_path: Any) -> None:
     line = mt8880_line(gpio={})  # no hook relay, non-burst mode
     config = from_mapping({"line": [line]}, base_dir=tmp_path)
