@@ -80,8 +80,8 @@ def _build_mt8880(name: str, options: Any, engine: ToneEngine) -> BuiltLine:
 
     factory = MockFactory()
     gpio = options.gpio
-    # Not strict: `serve` on a simulated chip logs nothing of a violation but
-    # keeps it in the simulator's list, as a bench logic analyser would.
+    # Not strict: under `serve` a bus violation is kept in the simulator's list
+    # rather than raised inside someone's request.
     chip = MT8880Simulator.for_options(factory, options, relay_pin=gpio.hook_relay_pin,
                                        relay_active_high=gpio.hook_relay_active_high,
                                        strict=False)
