@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from gpiozero.pins.mock import MockConnectedPin, MockFactory, MockPin
 
 from gateway.config import ConfigError, build
 from gateway.errors import LineFault
-from gateway.lines.gpio import RING_PULSE_GAP_S, GpioOptions, LineControl, RingCadence
+from gateway.lines.gpio import (
+    RING_PULSE_GAP_S,
+    GpioOptions,
+    LineControl,
+    RingCadence,
+    pin_factory,
+)
 from tests.conftest import wait_until
 
 RELAY, RING, LOOP = 17, 27, 22
@@ -70,14 +78,58 @@ def test_options_from_toml_table() -> None:
     [
         ({"hook_relay_pin": 17, "ring_detect_pin": 17}, "ring_detect_pin: GPIO17 is already"),
         ({"hook_relay_pin": 40}, "hook_relay_pin: 40 is above the maximum 27"),
-        ({"ring_detect_pull": "sideways"}, "ring_detect_pull: 'sideways' is not one of"),
+        # One vocabulary for every pull; the old spelling is not offered.
+        ({"ring_detect_pull": "sideways"},
+         "ring_detect_pull: 'sideways' is not one of up, down, off$"),
+        ({"loop_current_pull": "none"}, "loop_current_pull: 'none' is not one of up, down, off$"),
         ({"ring_detect_pull": "up", "ring_detect_active_high": True}, "idles high"),
-        ({"pin_factory": "wiringpi"}, "pin_factory: 'wiringpi'"),
+        ({"pin_factory": "wiringpi"},
+         "pin_factory: 'wiringpi' is not one of \"\", lgpio, rpigpio, pigpio, native, mock$"),
     ],
 )
 def test_options_refused_with_the_key(table: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build(GpioOptions, table, "line[0].gpio")
+
+
+@pytest.mark.parametrize("key", ["ring_detect_pull", "loop_current_pull"])
+def test_the_old_pull_spelling_still_works_with_a_deprecation_line(
+        key: str, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="gateway.lines.gpio"):
+        opts = build(GpioOptions, {key: "floating", key.replace("pull", "active_high"): True},
+                     "line[0].gpio")
+    assert getattr(opts, key) == "off"
+    assert [r.message for r in caplog.records] == [
+        f'{key} = "floating" is deprecated: write "off" (the same setting)']
+
+
+def test_default_pin_factory_is_gpiozeros_public_choice_without_its_warnings(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import warnings
+
+    from gpiozero import Device
+    from gpiozero.exc import PinFactoryFallback
+
+    chosen = MockFactory()
+
+    def choose() -> MockFactory:
+        # What gpiozero does on a Pi without lgpio: warn, then fall back.
+        warnings.warn(PinFactoryFallback("Falling back from lgpio: No module named 'lgpio'"),
+                      stacklevel=1)
+        return chosen
+
+    monkeypatch.setattr(Device, "pin_factory", None)
+    monkeypatch.setattr(Device, "_default_pin_factory", staticmethod(choose))
+    with warnings.catch_warnings(record=True) as escaped, caplog.at_level(
+            logging.DEBUG, logger="gateway.lines.gpio"):
+        warnings.simplefilter("always")
+        assert pin_factory("") is chosen and Device.pin_factory is chosen
+    assert escaped == []
+    assert [(r.levelno, r.message) for r in caplog.records] == [
+        (logging.DEBUG, "GPIO: Falling back from lgpio: No module named 'lgpio'")]
+    # Through gpiozero's public Device.ensure_pin_factory, never its private helper.
+    sources = (Path(__file__).parents[1] / "gateway" / "lines").glob("*.py")
+    assert not [p.name for p in sources if "_default_pin_factory" in p.read_text()]
 
 
 # -- hook relay ----------------------------------------------------------------

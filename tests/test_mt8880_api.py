@@ -18,11 +18,11 @@ from flask import Flask
 from gateway.calls import Gateway
 from gateway.config import from_mapping
 from gateway.lines.mt8880 import MT8880Line
-from gateway.lines.mt8880_sim import Fault
+from gateway.lines.mt8880_sim import ChipRecorder, Fault, MT8880Simulator
 from gateway.selftest import run as selftest
 from tests.conftest import Answer, call_api
 from tests.support import decode_wav, needs_multimon
-from tests.test_mt8880 import LONG_S, MEDIAN_S, SHORT_S
+from tests.test_mt8880 import LONG_S, bus_cycle_s, check_timing
 
 KEYS = "0123456789*#ABCD"
 
@@ -41,6 +41,18 @@ def driver_of(app: Flask, name: str = "m1") -> MT8880Line:
     return driver
 
 
+def recorder_of(app: Flask, name: str = "m1") -> ChipRecorder:
+    gateway: Gateway = app.extensions["dtmf_gateway"]
+    recorder = gateway.lines[name].recorder
+    assert isinstance(recorder, ChipRecorder)
+    return recorder
+
+
+def chip_of(app: Flask, name: str = "m1") -> MT8880Simulator:
+    """The simulated chip the line was assembled with (its recorder renders it)."""
+    return recorder_of(app, name).simulator
+
+
 def api(app: Flask, **params: str) -> Answer:
     return call_api(app.test_client(), **params)
 
@@ -54,15 +66,14 @@ def test_senddtmf_reaches_the_line_as_exactly_the_keys(make_app: Callable[..., F
     assert call.code == 200, call
     call_id = call.text("CallId")
     driver = driver_of(app)
-    sim = driver.simulator
-    assert sim is not None
+    sim = chip_of(app)
     sent = api(app, command="SendDTMF", CallId=call_id, Keys=KEYS, Party="all",
                Duration="60", Gap="70")
     assert (sent.code, sent.message) == (200, "Command successfully executed")
     assert api(app, command="HangUp", CallId=call_id).code == 200
     assert driver.hook.value == "on-hook"
     # The recording starts when the call connects: the dialled 7 is not in it.
-    assert decode_wav(driver.recording_path(call_id)) == KEYS
+    assert decode_wav(recorder_of(app).path(call_id)) == KEYS
     segments = [s for s in sim.tone_segments(line_only=True)][-len(KEYS):]
     assert "".join(s.key for s in segments) == KEYS
     tones = [s.end - s.start for s in segments]
@@ -73,9 +84,8 @@ def test_senddtmf_reaches_the_line_as_exactly_the_keys(make_app: Callable[..., F
         assert all(0.051 <= g <= 0.051 + 0.002 + LONG_S for g in gaps), gaps
     else:
         # The stated tolerance of tests/test_mt8880.py.
-        for measured, wanted in [(tones, 0.060), (gaps, 0.070)]:
-            assert all(wanted - SHORT_S <= m <= wanted + LONG_S for m in measured), measured
-            assert abs(sorted(measured)[len(measured) // 2] - wanted) <= MEDIAN_S, measured
+        check_timing(tones, 0.060, bus_cycle_s(sim))
+        check_timing(gaps, 0.070, bus_cycle_s(sim))
     assert not sim.violations
 
 
@@ -84,34 +94,34 @@ def test_chip_dying_mid_call_is_801_on_hook_and_next_call_works(
     app = make_app([mt8880_line(burst=True)])
     call_id = api(app, command="Call", Dialed="1").text("CallId")
     driver = driver_of(app)
-    assert driver.simulator is not None
-    first_chip = driver.simulator
-    first_chip.set_fault(Fault.ABSENT)
+    chip = chip_of(app)
+    chip.set_fault(Fault.ABSENT)
     answer = api(app, command="SendDTMF", CallId=call_id, Keys="123", Party="all")
     assert answer.code == 801
     assert answer.message.startswith("Line 'm1' fault: line 'm1': MT8880 did not answer")
     assert driver.hook.value == "on-hook"
-    # The relay pin went back to released.
-    assert driver.simulator is first_chip
     assert api(app, command="ListActiveCalls").root.findall("ActiveCalls/Call") == []
-    # The next call opens the line afresh (a new simulated chip answers).
+    # The chip is put back (it powers up uninitialised): the next call opens
+    # the line afresh, which initialises it again.
+    chip.set_fault(Fault.NONE)
+    assert not chip.initialised
     again = api(app, command="Call", Dialed="1")
     assert again.code == 200
-    assert driver.simulator is not first_chip
+    assert chip.initialised
     assert api(app, command="SendDTMF", CallId=again.text("CallId"), Keys="9",
                Party="all").code == 200
+    assert not chip.violations
 
 
 def test_dead_chip_refuses_the_call_without_seizing_the_line(
         make_app: Callable[..., Flask]) -> None:
     app = make_app([mt8880_line()])
     driver = driver_of(app)
-    assert driver.simulator is not None
-    driver.simulator.set_fault(Fault.STUCK_STATUS, 0b0000)
+    chip_of(app).set_fault(Fault.STUCK_STATUS, 0b0000)
     answer = api(app, command="Call", Dialed="1")
     assert answer.code != 200 and "did not answer" in answer.message
     assert driver.hook.value == "on-hook"
-    assert driver.simulator._off_hook == []  # the relay never closed
+    assert chip_of(app)._off_hook == []  # the relay never closed
 
 
 def test_selftest_passes_on_the_simulated_chip(tmp_path: Any) -> None:
@@ -122,6 +132,26 @@ def test_selftest_passes_on_the_simulated_chip(tmp_path: Any) -> None:
     text = out.getvalue()
     assert "m1 (mt8880)" in text and "m1: PASS" in text
     assert "mode=non-burst" in text and "simulated=True" in text and "last_burst_ms=" in text
+    assert "chip=proven chip_check=a probe burst on hook" in text
+
+
+def test_healthz_shows_whether_the_chip_is_proven(make_app: Callable[..., Flask]) -> None:
+    import json
+
+    app = make_app([mt8880_line(), mt8880_line("m2", gpio={})])
+    api(app, command="ListActiveCalls")  # the lines are open once the gateway answers
+    lines = json.loads(app.test_client().get("/healthz").data)["lines"]
+    assert (lines["m1"]["chip"], lines["m2"]["chip"]) == ("proven", "unproven")
+    assert "no read-back of the chip stays off the line" in lines["m2"]["chip_check"]
+
+
+def test_selftest_says_plainly_when_nothing_can_prove_the_chip(tmp_path: Any) -> None:
+    line = mt8880_line(gpio={})  # no hook relay, non-burst mode
+    config = from_mapping({"line": [line]}, base_dir=tmp_path)
+    out = io.StringIO()
+    selftest(config, out=out)
+    text = out.getvalue()
+    assert "chip=unproven chip_check=nothing: in non-burst mode without a hook relay" in text
 
 
 def test_selftest_reports_an_absent_chip(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,3 +181,37 @@ def test_onhook_command_opens_and_releases_an_mt8880_line(
                     "power_up_ms = 5\ngpio = { hook_relay_pin = 17 }\n")
     assert main(["onhook", "--config", str(path)]) == 0
     assert "m1: on hook" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["onhook", "selftest"])
+def test_a_machine_without_gpio_gets_one_clear_line(
+        tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        command: str) -> None:
+    import warnings
+
+    from gpiozero import Device
+
+    from gateway.cli import main
+
+    monkeypatch.setattr(Device, "pin_factory", None)
+    monkeypatch.delenv("GPIOZERO_PIN_FACTORY", raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            Device.ensure_pin_factory()
+        except Exception:
+            pass
+        else:
+            pytest.skip("this machine has a GPIO library")
+    path = tmp_path / "gateway.toml"
+    path.write_text('[[line]]\nname = "m1"\ndriver = "mt8880"\ngpio = { hook_relay_pin = 17 }\n')
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        assert main([command, "--config", str(path)]) == 1
+    # gpiozero's four PinFactoryFallback warnings stay in the debug log.
+    assert escaped == []
+    captured = capsys.readouterr()
+    said = [line for line in (captured.out + captured.err).splitlines()
+            if "pin library" in line]
+    assert len(said) == 1 and "GPIO: no pin library could be loaded" in said[0]
+    assert "Falling back" not in captured.err

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gateway.lines.base import LineDriver, Party
@@ -65,10 +66,35 @@ class _DriverRecorder(CallRecorder):
         self._driver.end_call(call_id)
 
 
+def _build_mt8880(name: str, options: Any, engine: ToneEngine) -> BuiltLine:
+    """An MT8880 line: on real GPIO, or with ``simulate`` on a simulated chip
+    attached to mock pins of its own (so they never meet real ones), with a
+    recorder of that chip's line audio when ``record_dir`` is set."""
+    from gateway.lines.mt8880 import MT8880Line
+
+    if not options.simulate:
+        return BuiltLine(MT8880Line(name, options, engine))
+    from gpiozero.pins.mock import MockFactory
+
+    from gateway.lines.mt8880_sim import ChipRecorder, MT8880Simulator
+
+    factory = MockFactory()
+    gpio = options.gpio
+    # Not strict: under `serve` a bus violation is kept in the simulator's list
+    # rather than raised inside someone's request.
+    chip = MT8880Simulator.for_options(factory, options, relay_pin=gpio.hook_relay_pin,
+                                       relay_active_high=gpio.hook_relay_active_high,
+                                       strict=False)
+    recorder = ChipRecorder(Path(options.record_dir), chip, engine) if options.record_dir else None
+    return BuiltLine(MT8880Line(name, options, engine, pin_factory=factory), recorder)
+
+
 def build_line(driver: str, name: str, options: Any, tones: ToneSettings) -> BuiltLine:
     """A line's driver and recorder, not yet opened (nothing touches hardware
     until ``driver.open()``). The one place that knows which simulator goes
     with which configuration."""
+    if driver == "mt8880":
+        return _build_mt8880(name, options, ToneEngine(tones))
     built = driver_spec(driver).driver(name, options, ToneEngine(tones))
     recorder = _DriverRecorder(built) if hasattr(built, "recording_path") else None
     return BuiltLine(built, recorder)

@@ -27,6 +27,7 @@ import importlib
 import logging
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,20 +51,90 @@ PIN_FACTORIES = {
     "native": ("gpiozero.pins.native", "NativeFactory"),
     "mock": ("gpiozero.pins.mock", "MockFactory"),
 }
-PULLS = ("up", "down", "off")
+
+
+class _Unset(str):
+    """The empty word, shown as ``""`` in the config builder's messages."""
+
+    def __str__(self) -> str:
+        return '""'
+
+
+#: ``pin_factory`` values: "" (gpiozero's own choice) or a factory's name.
+PIN_FACTORY_CHOICES = (_Unset(""), *PIN_FACTORIES)
+
+#: Earlier spellings of a pull that configurations may still hold.
+OLD_PULLS = {"floating": "off"}
+
+
+class _Pulls(tuple[str, ...]):
+    """The pull words, one vocabulary for every pull of a ``[[line]]``: an old
+    spelling passes the config builder's check (and :func:`pull_word` turns it
+    into the current one) without being offered in its messages."""
+
+    def __contains__(self, value: object) -> bool:
+        return super().__contains__(value) or value in OLD_PULLS
+
+
+#: "up" or "down": the Pi's internal pull; "off": none (an external resistor).
+PULLS = _Pulls(("up", "down", "off"))
+
+
+def pull_word(key: str, value: str) -> str:
+    """``value`` in the current vocabulary, with a deprecation line in the log
+    for an old spelling (the config builder has checked the word itself)."""
+    if value in OLD_PULLS:
+        log.warning('%s = "%s" is deprecated: write "%s" (the same setting)', key, value,
+                    OLD_PULLS[value])
+        return OLD_PULLS[value]
+    return value
+
 
 _factories: dict[str, Any] = {}
 _factories_lock = threading.Lock()
 
 
+def default_pin_factory() -> Any:
+    """gpiozero's default pin factory (``GPIOZERO_PIN_FACTORY``, else the first
+    of lgpio, rpigpio, pigpio, native that loads), found once per process.
+
+    gpiozero warns once per library it falls back from; those go to this log
+    at debug level, and a machine with none gives one :class:`LineFault`.
+    """
+    from gpiozero import Device
+    from gpiozero.exc import PinFactoryFallback
+
+    # The lock also keeps two lines from swapping the process's warning
+    # filters under each other (catch_warnings is not thread-safe).
+    with _factories_lock, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            Device.ensure_pin_factory()
+            failure: Exception | None = None
+        except Exception as exc:
+            failure = exc
+        for warning in caught:
+            if issubclass(warning.category, PinFactoryFallback):
+                log.debug("GPIO: %s", warning.message)
+            else:
+                log.warning("GPIO: %s", warning.message)
+    if failure is not None:
+        raise LineFault(
+            f"GPIO: no pin library could be loaded ({failure}); on a Raspberry Pi install "
+            'lgpio or set gpio.pin_factory (--log-level debug shows each library\'s reason)'
+        ) from failure
+    return Device.pin_factory
+
+
 def pin_factory(name: str) -> Any:
-    """The shared gpiozero factory called ``name`` (``None`` for ``""``: gpiozero's default).
+    """The shared gpiozero factory called ``name``; ``""`` is gpiozero's default
+    (:func:`default_pin_factory`).
 
     One instance per name for the whole process, so two lines that name the
     same pin collide with gpiozero's "pin in use" instead of both driving it.
     """
     if not name:
-        return None
+        return default_pin_factory()
     with _factories_lock:
         factory = _factories.get(name)
         if factory is None:
@@ -87,7 +158,7 @@ class GpioOptions:
 
     #: gpiozero pin factory: "" lets gpiozero choose (``GPIOZERO_PIN_FACTORY``,
     #: else lgpio, rpigpio, pigpio, native); or one of those names, or "mock".
-    pin_factory: str = ""
+    pin_factory: str = field(default="", metadata={"choices": PIN_FACTORY_CHOICES})
     hook_relay_pin: int | None = field(default=None, metadata={"min": 0, "max": 27})
     #: true: the pin goes high to take the line off hook (a transistor driver);
     #: false for the common opto-isolated relay boards that switch on a low input.
@@ -97,7 +168,7 @@ class GpioOptions:
     ring_detect_pin: int | None = field(default=None, metadata={"min": 0, "max": 27})
     #: "up" for an optocoupler that pulls the input to ground while ringing,
     #: "down" for one that drives it high, "off" for an external resistor.
-    ring_detect_pull: str = "up"
+    ring_detect_pull: str = field(default="up", metadata={"choices": PULLS})
     #: Only with pull "off": whether ringing drives the input high.
     ring_detect_active_high: bool = False
     #: Glitch filter on the input edges, in the pin library (lgpio, RPi.GPIO).
@@ -112,20 +183,16 @@ class GpioOptions:
     #: loop make transients that can light the optocoupler.
     ring_guard_ms: int = field(default=500, metadata={"min": 0, "max": 5000})
     loop_current_pin: int | None = field(default=None, metadata={"min": 0, "max": 27})
-    loop_current_pull: str = "up"
+    loop_current_pull: str = field(default="up", metadata={"choices": PULLS})
     loop_current_active_high: bool = False
     #: After going off hook, loop current must show within this time, else the
     #: line is dead (unplugged, relay not switching) and the seizure a fault.
     loop_current_wait_ms: int = field(default=500, metadata={"min": 10, "max": 5000})
 
     def __post_init__(self) -> None:
-        if self.pin_factory and self.pin_factory not in PIN_FACTORIES:
-            names = ", ".join(PIN_FACTORIES)
-            raise ValueError(f"pin_factory: {self.pin_factory!r} is not one of {names} (or \"\")")
         for prefix in ("ring_detect", "loop_current"):
-            pull = getattr(self, f"{prefix}_pull")
-            if pull not in PULLS:
-                raise ValueError(f"{prefix}_pull: {pull!r} is not one of up, down, off")
+            pull = pull_word(f"{prefix}_pull", getattr(self, f"{prefix}_pull"))
+            setattr(self, f"{prefix}_pull", pull)
             active_high = getattr(self, f"{prefix}_active_high")
             # The pull holds the idle level, so the active level is the other one.
             if (pull == "up" and active_high) or (pull == "down" and not active_high):

@@ -18,11 +18,21 @@ Layers, each named as on the datasheet:
 Transmit modes: non-burst (default) keeps the tone on for as long as CRA.TOUT
 is set, so the requested Duration and Gap are honoured; burst uses the chip's
 own 51 ms tone / 51 ms pause and polls TDRE before each next code, so Duration
-and Gap are ignored. In non-burst mode the chip gives no sign of life while it
-sends; the driver therefore proves it alive with one burst (on hook, where the
-relay keeps the tone off the line) when the line is opened and before every
-off-hook. A chip that fails that proof, or a burst whose TDRE never comes,
-raises :class:`~gateway.errors.LineFault` within ``tdre_timeout_ms``.
+and Gap are ignored.
+
+The chip is proved alive only by a burst: TDRE clear while it runs, set when
+it ends, cleared again by the status read. In non-burst mode the chip gives
+no sign of life while it sends, so with a hook relay the driver sends one
+burst on hook (the released relay keeps it off the line) when the line is
+opened and before every off-hook. Without a relay, in non-burst mode, nothing
+the datasheet describes reads the chip back without sounding on the line:
+the line says so (``chip: unproven`` in :meth:`MT8880Line.status`, a warning
+when it opens). A chip that fails a burst raises
+:class:`~gateway.errors.LineFault` within ``tdre_timeout_ms``.
+
+The driver takes the pin factory it is given (a simulated chip's mock pins,
+attached by :func:`gateway.lines.build_line`) or opens the one its options
+name; it never builds a simulator itself.
 """
 
 from __future__ import annotations
@@ -30,21 +40,20 @@ from __future__ import annotations
 import collections
 import contextlib
 import enum
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway.errors import LineFault
 from gateway.keys import Pause, Tone
 from gateway.lines.base import CallTiming, HookState, LineDriver, Party
-from gateway.lines.gpio import GpioOptions, LineControl, pin_factory
-from gateway.tones import ToneEngine, TonePlan, write_wav
+from gateway.lines.gpio import PULLS, GpioOptions, LineControl, pin_factory, pull_word
+from gateway.tones import ToneEngine, TonePlan
 
-if TYPE_CHECKING:
-    from gateway.lines.mt8880_sim import MT8880Simulator
+log = logging.getLogger(__name__)
 
 # Tone codes D3..D0 from the datasheet's code table: 1-9 are themselves,
 # 0 is ten, and D comes first at 0000.
@@ -60,6 +69,10 @@ BURST_TONE_S = 0.051
 BURST_PAUSE_S = 0.051
 #: The key sent on hook to prove the chip alive; the relay keeps it off the line.
 PROBE_KEY = "D"
+#: TDRE seen before this share of the burst is not the chip's timer: a
+#: crystal that far off sends no valid DTMF either, and noise on D0-D3 shows
+#: TDRE at random moments.
+EARLIEST_TDRE = 0.9
 
 
 class RS0(enum.IntEnum):
@@ -111,15 +124,6 @@ def _spin_us(us: float) -> None:
         pass
 
 
-def default_pin_factory() -> Any:
-    """The pin factory gpiozero devices would use (GPIOZERO_PIN_FACTORY, else lgpio first)."""
-    from gpiozero import Device
-
-    if Device.pin_factory is None:
-        Device.pin_factory = Device._default_pin_factory()
-    return Device.pin_factory
-
-
 @dataclass(frozen=True)
 class BusTiming:
     """Delays of a bus cycle, in microseconds. The datasheet's minimums are
@@ -158,7 +162,8 @@ class MT8880Bus:
     ) -> None:
         self.factory = factory
         self.timing = timing
-        self.data_pull = data_pull
+        # gpiozero's word for "no pull" is "floating".
+        self.data_pull = "floating" if data_pull == "off" else data_pull
         self._numbers: tuple[int, ...] = (*data_pins, rs0_pin, rw_pin, cs_pin, phi2_pin)
         if irq_pin is not None:
             self._numbers += (irq_pin,)
@@ -184,7 +189,7 @@ class MT8880Bus:
             self.rs0.output_with_state(False)
             self.rw.output_with_state(False)
             for pin in self.data:
-                pin.input_with_pull(data_pull)
+                pin.input_with_pull(self.data_pull)
             if irq_pin is not None:
                 # IRQ/CP is open drain: pulled up here, the chip pulls it low.
                 self.irq = factory.pin(irq_pin)
@@ -369,29 +374,32 @@ class MT8880:
               irq: threading.Event | None = None) -> None:
         """Send ``key`` as one burst and return once TDRE says tone and pause are over.
 
-        Raises :class:`LineFault` if TDRE is already set right after the
-        write (a status that does not change) or never comes within
-        ``timeout_s``.
+        What only a chip does is checked: TDRE clear after the write and
+        through most of the burst, set when it ends, and cleared by the read
+        that saw it. D0-D3 that read noise (no chip, and nothing holding its
+        side of the level shifter) or one fixed value fail one of those, and
+        a chip that never sets TDRE fails within ``timeout_s``; each raises
+        :class:`LineFault` naming what was read.
         """
+        length = BURST_TONE_S + BURST_PAUSE_S
         if irq is not None:
             irq.clear()
         self.write_transmit(key)
-        started = time.monotonic()
-        self.busy_until = started + BURST_TONE_S + BURST_PAUSE_S
+        # The chip's timer starts as phi2 falls, before write_transmit returns.
+        started = self.bus.latched_at
+        self.busy_until = started + length
         status = self.read_status()
+        reads = [status]
         if status & Status.TDRE:
-            raise LineFault(
-                f"MT8880 status stuck at {describe(status)}: TDRE set right after a code was "
-                "written (chip absent or D0-D3 miswired?)"
-            )
+            raise self._unlike_a_chip("TDRE set right after a code was written", status)
         deadline = started + timeout_s
         while True:
             now = time.monotonic()
             if now >= deadline:
+                seen = ", ".join(sorted({f"0b{r:04b}" for r in reads}))
                 raise LineFault(
                     f"MT8880 did not answer: TDRE not set {timeout_s * 1000:.0f} ms after "
-                    f"sending {key!r} (last status {describe(status)}; chip absent, no "
-                    "crystal, or stuck status?)"
+                    f"sending {key!r} (status reads: {seen})"
                 )
             if irq is not None:
                 irq.wait(deadline - now)
@@ -399,15 +407,38 @@ class MT8880:
                 # something else (RDRF) must not make this loop spin.
                 irq.clear()
             else:
-                # The burst cannot end before its tone and pause: sleep through
-                # most of it, then poll (early enough to see a fast crystal).
-                wake = max(started + 0.9 * (BURST_TONE_S + BURST_PAUSE_S) - now, poll_s)
-                time.sleep(min(wake, deadline - now))
+                # Polled all through the burst, not only near its end: noise
+                # on D0-D3 shows TDRE early, which one late read would miss.
+                time.sleep(min(poll_s, deadline - now))
             status = self.read_status()
-            if status & Status.TDRE:
-                self.busy_until = time.monotonic()
-                self.last_burst_s = self.busy_until - started
-                return
+            # The sample was taken before this moment: the burst took at most this.
+            took = time.monotonic() - started
+            reads.append(status)
+            if not status & Status.TDRE:
+                continue
+            if took < EARLIEST_TDRE * length:
+                raise self._unlike_a_chip(
+                    f"TDRE set {took * 1000:.1f} ms into a {length * 1000:.0f} ms burst", status,
+                    early=True)
+            again = self.read_status()
+            if again & Status.TDRE:
+                raise self._unlike_a_chip("TDRE still set after the read that clears it", again)
+            self.busy_until = started + took
+            self.last_burst_s = took
+            return
+
+    def _unlike_a_chip(self, what: str, status: Status, early: bool = False) -> LineFault:
+        """A fault for a status no working chip gives, saying whether D0-D3
+        read one fixed value or noise (three more reads decide)."""
+        reads = [int(status)] + [int(self.read_status()) for _ in range(3)]
+        listed = ", ".join(f"0b{r:04b}" for r in reads)
+        if early and not any(r & Status.TDRE for r in reads[1:]) and len(set(reads[1:])) == 1:
+            # A chip whose burst really ended early: the read cleared TDRE.
+            return LineFault(f"MT8880 burst too short: {what} (a crystal other than "
+                             "3.579545 MHz? the tone frequencies are off by as much)")
+        if len(set(reads)) == 1:
+            return LineFault(f"MT8880 status stuck at {describe(status)}: {what}")
+        return LineFault(f"MT8880 status reads noise ({listed} in a row): {what}")
 
 
 @dataclass
@@ -423,8 +454,9 @@ class MT8880Options:
     phi2_pin: int = field(default=25, metadata={"min": 0, "max": 27})
     #: IRQ/CP (open drain, pulled up here); unset = poll the status register.
     irq_pin: int | None = field(default=None, metadata={"min": 0, "max": 27})
-    #: Pull on D0-D3 while reading: "down" makes an absent chip read 0000.
-    data_pull: str = "down"
+    #: The Pi's pull on D0-D3 ("up", "down", "off"): what the pins read
+    #: while the level shifter does not drive them (without power).
+    data_pull: str = field(default="down", metadata={"choices": PULLS})
     setup_us: float = field(default=5.0, metadata={"min": 0.0, "max": 10000.0})
     strobe_us: float = field(default=5.0, metadata={"min": 0.0, "max": 10000.0})
     hold_us: float = field(default=5.0, metadata={"min": 0.0, "max": 10000.0})
@@ -437,7 +469,8 @@ class MT8880Options:
     tdre_timeout_ms: int = field(default=300, metadata={"min": 110, "max": 5000})
     #: Status polling interval while waiting for TDRE (without irq_pin).
     poll_ms: float = field(default=2.0, metadata={"min": 0.1, "max": 50.0})
-    #: Run on a simulated chip on mock pins (no hardware needed).
+    #: Run on a simulated chip on mock pins (no hardware needed); the chip is
+    #: attached where the line is assembled (:func:`gateway.lines.build_line`).
     simulate: bool = False
     #: With ``simulate``: where each call's TONE audio goes, <CallId>.wav; "" = nowhere.
     record_dir: str = field(default="", metadata={"path": True})
@@ -452,8 +485,7 @@ class MT8880Options:
         for pin in self.data_pins:
             if not 0 <= pin <= 27:
                 raise ValueError(f"data_pins: GPIO {pin} is not on the header (0-27)")
-        if self.data_pull not in ("down", "up", "floating"):
-            raise ValueError(f"data_pull: {self.data_pull!r} is not down, up or floating")
+        self.data_pull = pull_word("data_pull", self.data_pull)
         self._check_distinct()
 
     def bus_pins(self) -> dict[str, int]:
@@ -483,9 +515,10 @@ SPIN_S = 0.0015
 class MT8880Line(LineDriver):
     """A phone line whose tones come from an MT8880 on GPIO.
 
-    ``pin_factory`` overrides the factory the options name (tests pass a
-    ``MockFactory`` with an :class:`~gateway.lines.mt8880_sim.MT8880Simulator`
-    attached); with ``options.simulate`` the driver builds both itself.
+    ``pin_factory`` is the gpiozero factory the bus, relay and ring detect
+    use: a ``MockFactory`` with a simulated chip attached, from whoever
+    assembled the line, or ``None`` for the one ``options.gpio.pin_factory``
+    names (gpiozero's default when that is ""), opened with the line.
     """
 
     driver_name = "mt8880"
@@ -503,7 +536,6 @@ class MT8880Line(LineDriver):
         self.engine = engine
         self.call_timing = options.call_timing
         self._given_factory = pin_factory
-        self.simulator: MT8880Simulator | None = None
         self.bus: MT8880Bus | None = None
         self.chip: MT8880 | None = None
         self.control: LineControl | None = None
@@ -511,7 +543,6 @@ class MT8880Line(LineDriver):
         # wait for it to drop the relay.
         self._lock = threading.RLock()
         self._closing = threading.Event()
-        self._call_started: dict[str, float] = {}
         # When a burst this driver started is surely over, across close and
         # open: a code written during a burst is refused by the chip's rules.
         self._quiet_at = 0.0
@@ -545,30 +576,30 @@ class MT8880Line(LineDriver):
                 self._release()
                 raise LineFault(self.fault) from exc
             self.fault = None
+            self._log_opened()
 
     def _factory(self) -> Any:
         if self._given_factory is not None:
             return self._given_factory
         if self.options.simulate:
-            from gpiozero.pins.mock import MockFactory
-
-            from gateway.lines.mt8880_sim import MT8880Simulator
-
-            # A factory of its own, so simulated pins never meet real ones.
-            factory = MockFactory()
-            gpio = self.options.gpio
-            self.simulator = MT8880Simulator.for_options(
-                factory, self.options, relay_pin=gpio.hook_relay_pin,
-                relay_active_high=gpio.hook_relay_active_high, strict=False,
+            raise LineFault(
+                "simulate = true, but no simulated chip was attached: assemble the line with "
+                "gateway.lines.build_line"
             )
-            return factory
-        name = self.options.gpio.pin_factory
-        if name:
-            return pin_factory(name)
-        try:
-            return default_pin_factory()
-        except Exception as exc:
-            raise LineFault(f"GPIO: no pin factory for the MT8880 bus: {exc}") from exc
+        return pin_factory(self.options.gpio.pin_factory)
+
+    def _log_opened(self) -> None:
+        mode = "burst" if self.options.burst else "non-burst"
+        chip = self.chip
+        if not self._can_prove:
+            log.warning("line %s: MT8880 opened in %s mode; chip unproven: %s", self.name, mode,
+                        self._proof)
+        elif chip is not None and chip.last_burst_s is not None:
+            log.info("line %s: MT8880 opened in %s mode; chip proven: TDRE after a "
+                     "%.1f ms burst", self.name, mode, chip.last_burst_s * 1000)
+        else:
+            log.info("line %s: MT8880 opened in %s mode; chip unproven until %s", self.name,
+                     mode, self._proof)
 
     def _bring_up(self) -> None:
         """Initialise the chip, prove it answers, and select the transmit mode."""
@@ -584,6 +615,21 @@ class MT8880Line(LineDriver):
         # The probe burst is audible on TONE: only a released hook relay
         # keeps it off the line.
         return self.options.gpio.hook_relay_pin is not None
+
+    @property
+    def _can_prove(self) -> bool:
+        return self._can_probe or self.options.burst
+
+    @property
+    def _proof(self) -> str:
+        """What proves this line's chip alive, in words for status and the log."""
+        if self._can_probe:
+            return "a probe burst on hook, at open and before every off-hook"
+        if self.options.burst:
+            return "the first digit's TDRE, and every digit's after it"
+        return ("nothing: in non-burst mode without a hook relay no read-back of the chip "
+                "stays off the line, so an absent chip goes unnoticed (set "
+                "gpio.hook_relay_pin, or burst = true)")
 
     def _probe(self) -> None:
         chip = self._ready_chip()
@@ -603,8 +649,6 @@ class MT8880Line(LineDriver):
                 # The chip may be why we are closing; the relay is already off.
                 with contextlib.suppress(Exception):
                     self.chip.write_cra(CRA(0))
-            for call_id in list(self._call_started):
-                self.end_call(call_id)
             self._release()
 
     def _release(self) -> None:
@@ -617,10 +661,6 @@ class MT8880Line(LineDriver):
         if self.chip is not None:
             self._quiet_at = max(self._quiet_at, self.chip.busy_until)
         self.chip = None
-        if self.simulator is not None and self._given_factory is None:
-            # Our own simulated chip goes with the pins (it stays readable);
-            # the next open builds a fresh one.
-            self.simulator.close()
         self._hook = HookState.ON_HOOK
 
     def _ready_chip(self) -> MT8880:
@@ -750,29 +790,15 @@ class MT8880Line(LineDriver):
                     pass
                 return
 
-    # -- calls (recordings of the simulated chip) ----------------------------------------
-    def begin_call(self, call_id: str) -> None:
-        self._call_started[call_id] = time.monotonic()
-
-    def end_call(self, call_id: str) -> None:
-        started = self._call_started.pop(call_id, None)
-        sim = self.simulator
-        if started is None or sim is None or not self.options.record_dir:
-            return
-        audio = sim.line_audio(self.engine, started)
-        directory = Path(self.options.record_dir)
-        directory.mkdir(parents=True, exist_ok=True)
-        write_wav(directory / f"{call_id}.wav", audio, self.engine.settings.rate)
-
-    def recording_path(self, call_id: str) -> Path:
-        return Path(self.options.record_dir) / f"{call_id}.wav"
-
     # -- health ------------------------------------------------------------------------
     def status(self) -> dict[str, object]:
         out = super().status()
         chip = self.chip
         out["mode"] = "burst" if self.options.burst else "non-burst"
         out["simulated"] = self.options.simulate
+        proven = self._can_prove and chip is not None and chip.last_burst_s is not None
+        out["chip"] = "proven" if proven else "unproven"
+        out["chip_check"] = self._proof
         if chip is not None:
             out["bus_cycles"] = chip.bus.cycles
             if chip.last_burst_s is not None:

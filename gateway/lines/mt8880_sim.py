@@ -1,5 +1,10 @@
 """A simulated MT8880 on gpiozero ``MockFactory`` pins, strict where the chip is.
 
+A second opinion on the driver, not a copy of it: the tone codes, register
+bits and burst timing are typed in here from the MT8880C data sheet, and
+nothing is imported from :mod:`gateway.lines.mt8880`, so a driver with a
+wrong code or bit sends something this chip reads differently.
+
 In the style of gpiozero's ``MockSPIDevice``: the simulator creates the bus
 pins in the mock factory with its own pin class, so every level or direction
 the driver sets reaches it as it happens. It decodes bus cycles on phi2
@@ -18,6 +23,7 @@ Protocol violations a real chip (or the shifter) would punish are recorded in
 
 - a cycle with CS high (phi2 strobed while deselected), or a second cycle
   without CS going back high;
+- CS released while phi2 is still high (the cycle is abandoned, not latched);
 - RS0 or R/W changing while CS is low, and anything on the bus changing while
   phi2 is high;
 - a write whose data is not driven when phi2 rises;
@@ -27,35 +33,93 @@ Protocol violations a real chip (or the shifter) would punish are recorded in
 - call-progress mode (CRA.CP) while DTMF is being sent;
 - a code written in burst mode while the previous burst runs (TDRE clear).
 
-Fault modes (:class:`Fault`): an absent chip (nothing answers, D0-D3 read
-their pulls), and a stuck status register.
+Fault modes (:class:`Fault`), as the wiring notes' 74LVC245 (direction from
+R/W, outputs always enabled) makes them look on the Pi's pins: an absent chip
+with the 100 k pull-downs on the shifter's chip side (every read 0000), an
+absent chip without them (every read noise), the shifter without power (the
+Pi's pins read their own pulls, and nothing reaches the chip), and a stuck
+status register. A chip put back (absent to none) powers up afresh and needs
+the initialisation sequence again.
+
+What the data sheet leaves open is modelled the cautious way and marked
+**verify** in firmware-notes/mt8880.md: a code written in burst mode with
+CRA.TOUT clear starts no burst (CRA.TOUT "controls all transmit tone
+functions"), so TDRE cannot serve as a silent proof of life.
 """
 
 from __future__ import annotations
 
 import collections
 import enum
+import random
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from gpiozero.pins.mock import MockFactory, MockPin
 
-from gateway.lines.mt8880 import (
-    BURST_PAUSE_S,
-    BURST_TONE_S,
-    CODE_KEYS,
-    CRA,
-    CRB,
-    RS0,
-    TONE_CODES,
-    MT8880Options,
-    Status,
-)
-from gateway.tones import FREQUENCIES, Samples, ToneEngine
+from gateway.errors import LineFault
+from gateway.lines.recording import CallRecorder
+from gateway.tones import Samples, ToneEngine, write_wav
+
+if TYPE_CHECKING:
+    from gateway.lines.mt8880 import MT8880Options
+
+# -- the data sheet, typed in here --------------------------------------------------------
+
+#: "Functional Encode/Decode Table": D3..D0 of each key, with the row (low
+#: group) and column (high group) frequency in Hz that the transmitter sends.
+DATASHEET_CODES: dict[int, tuple[str, float, float]] = {
+    0b0001: ("1", 697, 1209), 0b0010: ("2", 697, 1336), 0b0011: ("3", 697, 1477),
+    0b0100: ("4", 770, 1209), 0b0101: ("5", 770, 1336), 0b0110: ("6", 770, 1477),
+    0b0111: ("7", 852, 1209), 0b1000: ("8", 852, 1336), 0b1001: ("9", 852, 1477),
+    0b1010: ("0", 941, 1336), 0b1011: ("*", 941, 1209), 0b1100: ("#", 941, 1477),
+    0b1101: ("A", 697, 1633), 0b1110: ("B", 770, 1633), 0b1111: ("C", 852, 1633),
+    0b0000: ("D", 941, 1633),
+}
+#: Key -> D3..D0, the same table read the other way.
+CODES: dict[str, int] = {key: code for code, (key, _, _) in DATASHEET_CODES.items()}
+
+#: RS0: low selects the transmit/receive data registers, high the control
+#: registers (write) and the status register (read).
+RS0_DATA, RS0_CONTROL = 0, 1
+
+
+class CRA(enum.IntFlag):
+    """Control register A, bits b0-b3."""
+
+    TOUT = 0b0001  #: tone output
+    CP = 0b0010  #: call-progress mode (0 = DTMF)
+    IRQ = 0b0100  #: interrupt enable
+    RSEL = 0b1000  #: the next control write goes to register B
+
+
+class CRB(enum.IntFlag):
+    """Control register B, bits b0-b3."""
+
+    BURST = 0b0001  #: 1 = burst mode off (TOUT alone times the tone)
+    TEST = 0b0010
+    SD = 0b0100  #: single tone (0 = dual)
+    CR = 0b1000  #: in single-tone mode: column (1) or row (0) tone
+
+
+class Status(enum.IntFlag):
+    """Status register, bits b0-b3."""
+
+    IRQ = 0b0001
+    TDRE = 0b0010  #: transmit data register empty (burst mode: the pause is over)
+    RDRF = 0b0100  #: receive data register full
+    DSTEER = 0b1000  #: delayed steering
+
+
+#: Burst mode with the 3.579545 MHz crystal: 51 ms tone, then 51 ms pause;
+#: call-progress mode doubles both.
+BURST_S = 0.051
+PAUSE_S = 0.051
 
 #: The initialisation sequence on the control side: read, 0, 0, 8, 0, read.
 INIT_SEQUENCE: tuple[tuple[bool, int | None], ...] = (
@@ -73,10 +137,21 @@ class ProtocolViolation(AssertionError):
 
 class Fault(enum.Enum):
     NONE = "none"
-    #: No chip on the bus: nothing is decoded, reads see the pins' pulls.
+    #: No chip (out of its socket, or without 5 V), with the 100 k pull-downs
+    #: on the shifter's chip side: the '245 drives 0000 onto the Pi on every read.
     ABSENT = "absent"
+    #: No chip and nothing holding the shifter's chip side: its floating CMOS
+    #: inputs make every read noise.
+    ABSENT_FLOATING = "absent-floating"
+    #: The 74LVC245 without VCC: its outputs are off, so the Pi's pins read
+    #: their own pulls, and nothing the Pi writes reaches the chip.
+    SHIFTER_UNPOWERED = "shifter-unpowered"
     #: The status register reads one fixed value whatever happens.
     STUCK_STATUS = "stuck-status"
+
+
+#: Faults under which the chip sees nothing of the bus.
+_CUT_OFF = (Fault.ABSENT, Fault.ABSENT_FLOATING, Fault.SHIFTER_UNPOWERED)
 
 
 @dataclass(frozen=True)
@@ -142,6 +217,14 @@ class _RelayPin(MockPin):  # type: ignore[misc]
             self.simulator._relay_changed(bool(value))
 
 
+def _rest(pin: MockPin) -> None:
+    """An input nobody drives settles at its pull."""
+    if pin.pull == "up":
+        pin.drive_high()
+    elif pin.pull == "down":
+        pin.drive_low()
+
+
 def _level(pin: MockPin) -> int:
     # The simulator's own look at a pin must not count as the driver sampling it.
     return int(bool(MockPin._get_state(pin)))
@@ -171,6 +254,7 @@ class MT8880Simulator:
         relay_active_high: bool = True,
         power_up_s: float = 0.1,
         strict: bool = True,
+        noise_seed: int = 8880,
     ) -> None:
         self.factory = factory
         self.power_up_s = power_up_s
@@ -210,6 +294,7 @@ class MT8880Simulator:
 
         self.fault = Fault.NONE
         self.stuck_status = 0
+        self._noise = random.Random(noise_seed)
         self.violations: list[str] = []
         # Bounded, because ``serve`` may run a simulated chip for months.
         self.cycles: collections.deque[BusCycle] = collections.deque(maxlen=HISTORY)
@@ -261,16 +346,28 @@ class MT8880Simulator:
 
     # -- faults ------------------------------------------------------------------------
     def set_fault(self, fault: Fault, status: int | None = None) -> None:
-        """Break the chip now. ``status`` is what a stuck status register reads
-        (default: whatever it reads at this moment)."""
+        """Break the chip now (or mend it: ``Fault.NONE``). ``status`` is what a
+        stuck status register reads (default: whatever it reads at this moment)."""
         with self._lock:
-            self._update(time.monotonic())
+            now = time.monotonic()
+            self._update(now)
             if fault is Fault.STUCK_STATUS:
                 self.stuck_status = int(self.status) if status is None else status
-            if fault is Fault.ABSENT:
-                self._end_tone(time.monotonic())  # no chip, no tone
+            if fault in (Fault.ABSENT, Fault.ABSENT_FLOATING):
+                self._end_tone(now)  # no chip, no tone
                 self._burst_end = None
+            if self.fault in (Fault.ABSENT, Fault.ABSENT_FLOATING) and fault not in (
+                    Fault.ABSENT, Fault.ABSENT_FLOATING):
+                # A chip put back powers up with its registers cleared.
+                self._power_up(now)
+            self._in_cycle = False
             self.fault = fault
+
+    def _power_up(self, now: float) -> None:
+        self.powered_at = now
+        self._reset_registers()
+        self._init_step = 0
+        self.initialised = False
 
     # -- violations ---------------------------------------------------------------------
     def _violate(self, message: str) -> None:
@@ -290,7 +387,8 @@ class MT8880Simulator:
     # -- pin events ---------------------------------------------------------------------
     def _driven(self, pin: _BusPin) -> None:
         with self._lock:
-            if self.fault is Fault.ABSENT:
+            if self.fault in _CUT_OFF:
+                self._cut_off_read(pin)
                 return
             level = _level(pin)
             phi2_high = _level(self.phi2) == 1
@@ -299,6 +397,13 @@ class MT8880Simulator:
                     self._phi2_rose()
                 else:
                     self._phi2_fell()
+                return
+            if pin is self.cs and level and phi2_high and self._in_cycle:
+                # The chip latches on phi2's fall with CS low; CS first leaves
+                # the cycle undefined, so it is dropped.
+                self._in_cycle = False
+                self._cs_high_since_cycle = True
+                self._violate("CS released while phi2 was high: phi2 must fall first")
                 return
             if phi2_high and _level(self.cs) == 0 and self._in_cycle:
                 self._violate(f"{pin.label} changed to {level} while phi2 was high")
@@ -320,9 +425,28 @@ class MT8880Simulator:
                         "74LVC245 turns towards the Pi (bus contention)"
                     )
 
+    def _cut_off_read(self, pin: _BusPin) -> None:
+        """What the Pi's D0-D3 show in a read cycle while the chip is cut off."""
+        if pin is not self.phi2 or self.fault is Fault.SHIFTER_UNPOWERED:
+            return  # an unpowered shifter drives nothing: the pins keep their pulls
+        reading = _level(self.cs) == 0 and _level(self.rw) == 1
+        inputs = [p for p in self.data if p.function == "input"]
+        if _level(self.phi2) and reading:
+            value = self._noise.getrandbits(4) if self.fault is Fault.ABSENT_FLOATING else 0
+            for bit, data in enumerate(self.data):
+                if data not in inputs:
+                    continue
+                if (value >> bit) & 1:
+                    data.drive_high()
+                else:
+                    data.drive_low()
+        elif not _level(self.phi2):
+            for data in inputs:
+                _rest(data)
+
     def _direction(self, pin: _BusPin) -> None:
         with self._lock:
-            if self.fault is Fault.ABSENT or pin not in self.data:
+            if self.fault in _CUT_OFF or pin not in self.data:
                 return
             if self._in_cycle and _level(self.phi2):
                 self._violate(f"{pin.label} switched to {pin.function} while phi2 was high")
@@ -363,7 +487,7 @@ class MT8880Simulator:
                 )
             return
         self._update(now)
-        if self._cycle_rs0 == RS0.CONTROL:
+        if self._cycle_rs0 == RS0_CONTROL:
             value = self.stuck_status if self.fault is Fault.STUCK_STATUS else int(self.status)
         else:
             value = self.receive
@@ -383,17 +507,14 @@ class MT8880Simulator:
         self._in_cycle = False
         if self._cycle_write:
             value = sum(_level(p) << bit for bit, p in enumerate(self.data))
-            self._write(now, RS0(self._cycle_rs0), value)
+            self._write(now, self._cycle_rs0, value)
             return
         # The chip lets go of D0-D3 as phi2 falls: the pins go back to their pulls.
         for pin in self.data:
             if pin.function == "input":
-                if pin.pull == "up":
-                    pin.drive_high()
-                elif pin.pull == "down":
-                    pin.drive_low()
+                _rest(pin)
         sampled = len(self._sampled_pins) == len(self.data)
-        if self._cycle_rs0 == RS0.CONTROL:
+        if self._cycle_rs0 == RS0_CONTROL:
             self._record(now, "STATUS", False, self._cycle_value, sampled)
             self._init_progress(False, None)
             # Reading the status register clears IRQ and TDRE.
@@ -419,9 +540,9 @@ class MT8880Simulator:
         if self._init_step == len(INIT_SEQUENCE):
             self.initialised = True
 
-    def _write(self, now: float, rs0: RS0, value: int) -> None:
+    def _write(self, now: float, rs0: int, value: int) -> None:
         self._update(now)
-        register = "TX" if rs0 is RS0.DATA else "CRB" if self._rsel else "CRA"
+        register = "TX" if rs0 == RS0_DATA else "CRB" if self._rsel else "CRA"
         # Recorded after the register took it, so that a violation names the
         # cycle before as "after".
         try:
@@ -449,6 +570,8 @@ class MT8880Simulator:
             self._violate("code written in call-progress mode (CRA.CP set): DTMF in CP mode")
         self.transmit = code
         if self._burst_mode:
+            if not self.cra & CRA.TOUT:
+                return  # no burst without the tone output (see the module's notes)
             if self._burst_end is not None:
                 into = (now - (self._burst_end - self._burst_length)) * 1000
                 self._violate(
@@ -494,17 +617,16 @@ class MT8880Simulator:
     def _burst_length(self) -> float:
         # Call-progress mode doubles both halves of a burst.
         factor = 2 if self.cra & CRA.CP else 1
-        return factor * (BURST_TONE_S + BURST_PAUSE_S)
+        return factor * (BURST_S + PAUSE_S)
 
     def _frequencies(self, code: int) -> tuple[float, ...]:
-        key = CODE_KEYS[code]
-        low, high = FREQUENCIES[key]
+        _, low, high = DATASHEET_CODES[code]
         if self.crb & CRB.SD:
             return (high,) if self.crb & CRB.CR else (low,)
         return (low, high)
 
     def _begin_tone(self, start: float, end: float = float("inf")) -> None:
-        self._tone = ToneSegment(start, end, CODE_KEYS[self.transmit],
+        self._tone = ToneSegment(start, end, DATASHEET_CODES[self.transmit][0],
                                  self._frequencies(self.transmit))
         self.segments.append(self._tone)
 
@@ -517,8 +639,7 @@ class MT8880Simulator:
         length = self._burst_length
         self._burst_end = now + length
         self.status &= ~Status.TDRE
-        if self.cra & CRA.TOUT:
-            self._begin_tone(now, now + length / 2)
+        self._begin_tone(now, now + length / 2)
         if self.irq is not None and self.cra & CRA.IRQ:
             timer = threading.Timer(length, self._timer_fired)
             timer.daemon = True
@@ -550,7 +671,7 @@ class MT8880Simulator:
     def receive_digit(self, key: str) -> None:
         """The receiver decoded ``key`` from the line: RX holds it, RDRF and IRQ set."""
         with self._lock:
-            self.receive = TONE_CODES[key]
+            self.receive = CODES[key]
             self.status |= Status.RDRF | Status.IRQ
             self._set_irq_pin()
 
@@ -621,11 +742,46 @@ class MT8880Simulator:
         self.close()
 
 
+class ChipRecorder(CallRecorder):
+    """Each call's audio on a simulated chip's line: what TONE emitted while
+    the hook relay was closed, from the call's start to its end, rendered
+    with the tone engine when the call ends."""
+
+    def __init__(self, directory: Path, simulator: MT8880Simulator, engine: ToneEngine) -> None:
+        super().__init__(directory)
+        self.simulator = simulator
+        self.engine = engine
+        self._started: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def begin(self, call_id: str) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LineFault(f"recordings: cannot create {self.directory}: {exc.strerror}") from exc
+        with self._lock:
+            self._started[call_id] = time.monotonic()
+
+    def end(self, call_id: str) -> None:
+        with self._lock:
+            started = self._started.pop(call_id, None)
+        if started is None:
+            return
+        audio = self.simulator.line_audio(self.engine, started)
+        write_wav(self.path(call_id), audio, self.engine.settings.rate)
+
+
 __all__ = [
+    "CODES",
+    "CRA",
+    "CRB",
+    "DATASHEET_CODES",
     "INIT_SEQUENCE",
     "BusCycle",
+    "ChipRecorder",
     "Fault",
     "MT8880Simulator",
     "ProtocolViolation",
+    "Status",
     "ToneSegment",
 ]
