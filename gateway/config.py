@@ -232,8 +232,8 @@ def build(cls: type[T], table: dict[str, Any], where: str = "") -> T:
         value = _coerce(table[name], hints[name], f"{prefix}{name}")
         choices = f.metadata.get("choices")
         if choices is not None and value not in choices:
-            raise ConfigError(f"{prefix}{name}: {value!r} is not one of "
-                              f"{', '.join(map(str, choices))}")
+            words = ", ".join('""' if c == "" else str(c) for c in choices)
+            raise ConfigError(f"{prefix}{name}: {value!r} is not one of {words}")
         low, high = f.metadata.get("min"), f.metadata.get("max")
         if low is not None and value < low:
             raise ConfigError(f"{prefix}{name}: {value} is below the minimum {low}")

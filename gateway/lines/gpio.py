@@ -53,15 +53,8 @@ PIN_FACTORIES = {
 }
 
 
-class _Unset(str):
-    """The empty word, shown as ``""`` in the config builder's messages."""
-
-    def __str__(self) -> str:
-        return '""'
-
-
 #: ``pin_factory`` values: "" (gpiozero's own choice) or a factory's name.
-PIN_FACTORY_CHOICES = (_Unset(""), *PIN_FACTORIES)
+PIN_FACTORY_CHOICES = ("", *PIN_FACTORIES)
 
 #: Earlier spellings of a pull that configurations may still hold.
 OLD_PULLS = {"floating": "off"}
