@@ -121,10 +121,12 @@ def _load_config(path: str | None) -> Config:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from gateway import logs
+    from gateway import logs, wiring
     from gateway.server import serve
 
     config = _load_config(args.config)
+    # Before any pin is opened: a pin with two users is refused, not driven.
+    wiring.check(config)
     if args.host:
         config.server.host = args.host
     if args.port is not None:

@@ -1,9 +1,12 @@
 """``dtmf-gateway selftest``: bench bring-up of each configured line's hardware.
 
-For each line: open the hardware, cycle the hook (off hook, on hook), go off
-hook again, wait the line's dial-tone time, send a test sequence, go on hook
-and close. Every step is reported pass or fail with the driver's own words;
-the line is put on hook and closed whatever happened. Only the
+First the wiring: what the Pi's device tree and config.txt show is active,
+and whether any configured pin has a second user (the HAT, a bus, another
+line); with one, no line is opened. Then, for each line: open the hardware,
+cycle the hook (off hook, on hook), go off hook again, wait the line's
+dial-tone time, send a test sequence, go on hook and close. Every step is
+reported pass or fail with the driver's own words; the line is put on hook
+and closed whatever happened. Only the
 :class:`~gateway.lines.base.LineDriver` interface is used, so it works for
 every driver.
 
@@ -20,9 +23,11 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from gateway import wiring
 from gateway.config import Config, load
 from gateway.errors import ConfigError
 from gateway.keys import parse_keys, tone_keys
@@ -118,6 +123,19 @@ def check_line(driver: LineDriver, plan: TonePlan,
     return report
 
 
+def check_wiring(config: Config, root: Path | None = None) -> LineReport:
+    """What occupies pins on this Pi, and every configured pin's second user, if any."""
+    report = LineReport("wiring", "device tree, config.txt")
+    found = wiring.active(root)
+    seen = "; ".join(f.describe() for f in found)
+    report.steps.append(Step("in use", True, seen or "no Raspberry Pi device tree: no HAT"))
+    problems = wiring.collisions(config, found=found)
+    pins = sum(len(wiring.line_claims(line)) for line in config.lines)
+    report.steps.append(Step("pins", not problems,
+                             "; ".join(problems) or f"{pins} line pin(s), each with one user"))
+    return report
+
+
 def print_report(report: LineReport, out: IO[str]) -> None:
     print(f"{report.name} ({report.driver})", file=out)
     for s in report.steps:
@@ -126,8 +144,10 @@ def print_report(report: LineReport, out: IO[str]) -> None:
 
 
 def run(config: Config, names: Sequence[str] = (), keys: str = DEFAULT_KEYS,
-        out: IO[str] | None = None) -> int:
-    """Self-test the named lines (all when none); 0 when every line passes, else 1."""
+        out: IO[str] | None = None, root: Path | None = None) -> int:
+    """Self-test the named lines (all when none); 0 when every line passes, else 1.
+
+    ``root`` is where the device tree and config.txt are read (default ``/``)."""
     out = out or sys.stdout
     known = [line.name for line in config.lines]
     for name in names:
@@ -135,6 +155,13 @@ def run(config: Config, names: Sequence[str] = (), keys: str = DEFAULT_KEYS,
             raise ConfigError(f"no line {name!r} in the configuration (lines: {', '.join(known)})")
     lines = [line for line in config.lines if not names or line.name in names]
     plan = TonePlan(parse_keys(keys), config.tones.timing)
+    # Every configured line counts, tested or not: the service opens them all.
+    pins = check_wiring(config, root)
+    print_report(pins, out)
+    if not pins.passed:
+        print("no line opened: give each pin one user (firmware-notes/README.md, \"Pins\")",
+              file=out)
+        return 1
     reports = []
     for line in lines:
         driver = build_driver(line.driver, line.name, line.options, config.tones.settings())

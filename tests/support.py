@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import threading
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -186,3 +187,14 @@ def example_line_block(name: str) -> dict[str, Any]:
     block = text[start : end if end >= 0 else len(text)]
     parsed: dict[str, Any] = tomllib.loads("\n".join(ln[2:] for ln in block.splitlines()))
     return parsed
+
+
+def load_script(path: Path) -> ModuleType:
+    """A script of the repository that is not in a package (bench/, firmware-notes/), imported."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
