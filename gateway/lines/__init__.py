@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gateway.lines.base import LineDriver, Party
@@ -65,11 +66,30 @@ class _DriverRecorder(CallRecorder):
         self._driver.end_call(call_id)
 
 
+def _simulated_line(name: str, options: Any, engine: ToneEngine) -> BuiltLine:
+    from gateway.lines.recording import StreamingRecorder
+    from gateway.lines.simulated import SimulatedLine
+
+    recorder = StreamingRecorder(name, Path(options.record_dir), engine.settings.rate,
+                                 options.routing.channels, options.max_record_s)
+    return BuiltLine(SimulatedLine(name, options, engine, recorder), recorder)
+
+
+#: Drivers assembled with more than their options: a recorder, a simulator.
+_ASSEMBLY: dict[str, Callable[[str, Any, ToneEngine], BuiltLine]] = {
+    "simulated": _simulated_line,
+}
+
+
 def build_line(driver: str, name: str, options: Any, tones: ToneSettings) -> BuiltLine:
     """A line's driver and recorder, not yet opened (nothing touches hardware
     until ``driver.open()``). The one place that knows which simulator goes
     with which configuration."""
-    built = driver_spec(driver).driver(name, options, ToneEngine(tones))
+    engine = ToneEngine(tones)
+    assemble = _ASSEMBLY.get(driver)
+    if assemble is not None:
+        return assemble(name, options, engine)
+    built = driver_spec(driver).driver(name, options, engine)
     recorder = _DriverRecorder(built) if hasattr(built, "recording_path") else None
     return BuiltLine(built, recorder)
 
