@@ -107,15 +107,23 @@ def test_a_ring_cadence_is_one_incoming_call_that_lasts_while_it_rings(
 
     import gateway.calls
 
-    monkeypatch.setattr(gateway.calls, "RING_TIMEOUT_S", 0.6)
+    # Rings 0.3 s apart, for longer than the ring timeout: a loaded machine may
+    # add most of a second to a ring's handling before the call counts as over.
+    monkeypatch.setattr(gateway.calls, "RING_TIMEOUT_S", 1.5)
     app = make_app([modem_line(sim.port)], tones=TONES)
     gw: Gateway = app.extensions["dtmf_gateway"]
-    # Rings 0.3 s apart for longer than the ring timeout: still the same call.
-    for _ in range(5):
-        assert sim.ring()
-        time.sleep(0.3)
+    heard, first = 0.0, None
+
+    def counted() -> bool:
         calls = gw.active_calls()
-        assert len(calls) == 1 and calls[0].state.value == "Ringing"
-    first = gw.active_calls()[0].call_id
-    wait_until(lambda: not gw.active_calls(), timeout=5)
+        return bool(calls) and calls[0].last_ring > heard
+
+    for _ in range(7):
+        assert sim.ring()
+        wait_until(counted)
+        (call,) = gw.active_calls()
+        assert call.state.value == "Ringing" and call.call_id == (first or call.call_id)
+        heard, first = call.last_ring, call.call_id
+        time.sleep(0.3)  # the cadence itself, not a wait for anything
+    wait_until(lambda: not gw.active_calls(), timeout=15)
     assert gw.recent[-1].call_id == first and gw.recent[-1].end_reason == "caller gave up"
