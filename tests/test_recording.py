@@ -66,8 +66,9 @@ def events(path: Path) -> list[str]:
 
 def test_the_line_interface_has_no_recording() -> None:
     from gateway.lines.base import LineDriver
+    from gateway.lines.modem import ModemLine
 
-    for cls in (LineDriver, SimulatedLine):
+    for cls in (LineDriver, SimulatedLine, ModemLine):
         for name in ("begin_call", "end_call", "recording_path"):
             assert not hasattr(cls, name), (cls.__name__, name)
 

@@ -43,6 +43,10 @@ def driver_spec(name: str) -> DriverSpec:
     return DriverSpec(name, getattr(module, driver_name), getattr(module, options_name))
 
 
+def _nothing_to_close() -> None:
+    pass
+
+
 @dataclass
 class BuiltLine:
     """A line's driver as assembled from its configuration, with the recorder
@@ -50,6 +54,10 @@ class BuiltLine:
 
     driver: LineDriver
     recorder: CallRecorder | None = None
+    #: Stops what assembly started beside the driver (the simulated modem and
+    #: its pseudo-terminal). Call it once, when the line is done with, after
+    #: ``driver.close()``; a fault's close and reopen leave it running.
+    close: Callable[[], None] = _nothing_to_close
 
 
 class _DriverRecorder(CallRecorder):
@@ -75,9 +83,24 @@ def _simulated_line(name: str, options: Any, engine: ToneEngine) -> BuiltLine:
     return BuiltLine(SimulatedLine(name, options, engine, recorder), recorder)
 
 
+def _modem_line(name: str, options: Any, engine: ToneEngine) -> BuiltLine:
+    from gateway.lines.modem import SIMULATED_PORT, ModemLine
+
+    if options.port != SIMULATED_PORT:
+        return BuiltLine(ModemLine(name, options, engine))
+    from gateway.lines.modem_sim import SimulatedModem, SimulatedModemRecorder
+
+    simulator = SimulatedModem().start()
+    recorder = SimulatedModemRecorder(name, simulator, engine, Path(options.record_dir),
+                                      options.max_record_s)
+    return BuiltLine(ModemLine(name, options, engine, port=simulator.port), recorder,
+                     close=simulator.close)
+
+
 #: Drivers assembled with more than their options: a recorder, a simulator.
 _ASSEMBLY: dict[str, Callable[[str, Any, ToneEngine], BuiltLine]] = {
     "simulated": _simulated_line,
+    "modem": _modem_line,
 }
 
 
@@ -95,7 +118,9 @@ def build_line(driver: str, name: str, options: Any, tones: ToneSettings) -> Bui
 
 
 def build_driver(driver: str, name: str, options: Any, tones: ToneSettings) -> LineDriver:
-    """A line's driver alone (``onhook``, ``selftest``: no calls to record)."""
+    """A line's driver alone (``onhook``, ``selftest``: no calls to record).
+    What assembly started beside it (a simulated modem) is left to the
+    process's exit; :func:`build_line` gives the means to stop it."""
     return build_line(driver, name, options, tones).driver
 
 
