@@ -646,3 +646,22 @@ def test_selftest_command_on_a_sim_url_config(tmp_path: Any, capsys: Any) -> Non
     assert main(["selftest", "--config", str(config), "--keys", "159#"]) == 0
     out = capsys.readouterr().out
     assert "modem1: PASS" in out and "159#:" in out
+
+
+def test_onhook_on_a_sim_url_line_leaves_no_simulator_behind(tmp_path: Path) -> None:
+    """``onhook`` builds the driver alone and never closes what assembly
+    started: the simulator's directory still goes when the process exits."""
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "gateway.toml"
+    config.write_text('[[line]]\nname = "modem1"\ndriver = "modem"\nport = "sim://"\n'
+                      'command_timeout_s = 0.5\n')
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    done = subprocess.run([sys.executable, "-m", "gateway", "onhook", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "TMPDIR": str(scratch)})
+    assert (done.returncode, done.stdout) == (0, "modem1: on hook\n"), done.stderr
+    assert list(scratch.iterdir()) == []
