@@ -526,6 +526,17 @@ def test_on_hook_and_close_are_safe_in_any_state(sim: SimulatedModem, line: Mode
 # -- sim:// as build_line assembles it ------------------------------------------
 
 
+def test_the_driver_never_imports_its_simulator() -> None:
+    import ast
+
+    import gateway.lines.modem
+
+    tree = ast.parse(Path(gateway.lines.modem.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "gateway.lines.modem_sim" not in imported
+
+
 @pytest.fixture
 def sim_line(tmp_path: Path) -> Iterator[BuiltLine]:
     options = ModemOptions(port="sim://", record_dir=str(tmp_path / "rec"),
