@@ -18,6 +18,7 @@ got only part of its frames out is cut back to the whole frames.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import struct
@@ -26,6 +27,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 MAX_RECORD_S = (1.0, 3600.0)
 #: Ten minutes: about 9 MiB at 8 kHz mono, far longer than a call that sends keys.
 DEFAULT_MAX_RECORD_S = 600.0
+#: A PCM WAV file's RIFF, fmt and data headers.
+_HEADER_BYTES = 44
 
 
 class CallRecorder(ABC):
@@ -108,7 +112,7 @@ class _AppendFile:
             while done < len(view):
                 written = os.pwrite(fd, view[done:], self.size + done)
                 if written == 0:
-                    raise OSError(28, os.strerror(28))  # ENOSPC, as write(2) would say
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 done += written
         except OSError:
             kept = done - done % (unit or len(view))
@@ -122,20 +126,17 @@ class _AppendFile:
 
     def overwrite(self, data: bytes, offset: int) -> None:
         if os.pwrite(self._require(), data, offset) != len(data):
-            raise OSError(28, os.strerror(28))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     def _require(self) -> int:
         if self._fd is None:
-            raise OSError(9, f"{self.path} is closed")  # EBADF
+            raise OSError(errno.EBADF, f"{self.path} is closed")
         return self._fd
 
     def close(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
-
-
-_HEADER_BYTES = 44
 
 
 class WavFile:
@@ -240,11 +241,6 @@ class StreamingRecorder(CallRecorder):
         """LineFault unless this line's directory can take recordings."""
         check_directory(self.line, self.directory)
 
-    @property
-    def recording(self) -> str | None:
-        """The CallId being recorded, if any."""
-        return self._call
-
     def begin(self, call_id: str) -> None:
         with self._lock:
             self._close()
@@ -272,8 +268,7 @@ class StreamingRecorder(CallRecorder):
             self._write_event(what)
 
     def _write_event(self, what: str, closing: bool = False) -> None:
-        if self._failed is not None:
-            raise self._failed
+        self._raise_if_failed()
         if self._log is None or (self._full and not closing):
             return
         try:
@@ -284,8 +279,7 @@ class StreamingRecorder(CallRecorder):
     def audio(self, frames: Samples) -> None:
         """Frames that reached the line (``channels`` interleaved), appended."""
         with self._lock:
-            if self._failed is not None:
-                raise self._failed
+            self._raise_if_failed()
             wav = self._wav
             if wav is None or self._full:
                 return
@@ -303,10 +297,14 @@ class StreamingRecorder(CallRecorder):
             call = self._call
         log.warning("line %s: call %s: %s", self.line, call, note)
 
-    def _fail(self, fault: LineFault) -> None:
+    def _fail(self, fault: LineFault) -> NoReturn:
         self._failed = fault
         self._close_files()
         raise fault
+
+    def _raise_if_failed(self) -> None:
+        if self._failed is not None:
+            raise LineFault(str(self._failed))
 
     def end(self, call_id: str) -> None:
         with self._lock:
