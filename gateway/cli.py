@@ -170,12 +170,13 @@ def _cmd_onhook(args: argparse.Namespace) -> int:
     systemd runs this after the service stops for any reason, a SIGKILL or a
     watchdog kill included, when no code of the service could drop a relay."""
     from gateway.errors import LineError
-    from gateway.lines import build_driver
+    from gateway.lines import build_line
 
     config = _load_config(args.config)
     failed = 0
     for line in config.lines:
-        driver = build_driver(line.driver, line.name, line.options, config.tones.settings())
+        built = build_line(line.driver, line.name, line.options, config.tones.settings())
+        driver = built.driver
         try:
             driver.open()
             print(f"{line.name}: on hook")
@@ -190,6 +191,7 @@ def _cmd_onhook(args: argparse.Namespace) -> int:
                 driver.close()
             except (LineError, OSError) as exc:
                 print(f"{line.name}: closing failed: {exc}", file=sys.stderr)
+            built.close()
     return 1 if failed else 0
 
 

@@ -31,7 +31,7 @@ from gateway import wiring
 from gateway.config import Config, load
 from gateway.errors import ConfigError
 from gateway.keys import parse_keys, tone_keys
-from gateway.lines import LineDriver, build_driver
+from gateway.lines import LineDriver, build_line
 from gateway.lines.base import HookState
 from gateway.tones import TonePlan
 
@@ -164,8 +164,11 @@ def run(config: Config, names: Sequence[str] = (), keys: str = DEFAULT_KEYS,
         return 1
     reports = []
     for line in lines:
-        driver = build_driver(line.driver, line.name, line.options, config.tones.settings())
-        report = check_line(driver, plan)
+        built = build_line(line.driver, line.name, line.options, config.tones.settings())
+        try:
+            report = check_line(built.driver, plan)
+        finally:
+            built.close()
         print_report(report, out)
         out.flush()
         reports.append(report)

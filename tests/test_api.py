@@ -27,9 +27,9 @@ def place(api: Api, dialed: str = "5551234", **params: str) -> str:
 
 
 def recording(gateway: Gateway, call_id: str, line: str = "line1") -> Path:
-    driver = gateway.lines[line].driver
-    assert isinstance(driver, SimulatedLine)
-    return driver.recording_path(call_id)
+    recorder = gateway.lines[line].recorder
+    assert recorder is not None
+    return recorder.path(call_id)
 
 
 # -- the answer's shape --------------------------------------------------------

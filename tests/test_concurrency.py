@@ -49,7 +49,7 @@ def test_simultaneous_requests_run_in_order_and_whole(make_app: Callable[..., Fl
         t.join()
     assert all(code == 200 for code in codes.values()), codes
     assert call_api(app.test_client(), command="HangUp", CallId=call_id).code == 200
-    decoded = decode_wav(gateway.lines["line1"].driver.recording_path(call_id))
+    decoded = decode_wav(gateway.lines["line1"].recorder.path(call_id))
     # Every request whole and contiguous, in exactly the order the line queued them.
     sends = [name for name in queued if name in codes]
     assert sorted(sends) == sorted(requests)

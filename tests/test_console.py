@@ -72,9 +72,9 @@ def send(client: FlaskClient, call_id: str, keys: str, **fields: str) -> Any:
 
 
 def recording_of(gateway: Gateway, call_id: str) -> Any:
-    driver = gateway.lines["line1"].driver
-    assert isinstance(driver, SimulatedLine)
-    return driver.recording_path(call_id)
+    recorder = gateway.lines["line1"].recorder
+    assert recorder is not None
+    return recorder.path(call_id)
 
 
 # -- signing in ----------------------------------------------------------------------

@@ -117,9 +117,9 @@ def place_calls(port: int, count: int) -> list[str]:
 
 
 def recording(gateway: Gateway, line_name: str, call_id: str) -> Path:
-    driver = gateway.lines[line_name].driver
-    assert isinstance(driver, SimulatedLine)
-    return driver.recording_path(call_id)
+    recorder = gateway.lines[line_name].recorder
+    assert recorder is not None
+    return recorder.path(call_id)
 
 
 @needs_multimon

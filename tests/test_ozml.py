@@ -102,7 +102,7 @@ def test_seed_ozml_from_url_reaches_each_party(make_app: Callable[..., Flask],
     driver = gateway.lines["line1"].driver
     assert isinstance(driver, SimulatedLine)
     assert driver.hook.value == "on-hook"
-    path = driver.recording_path(call_id)
+    path = gateway.lines["line1"].recorder.path(call_id)
     assert decode_wav(path, channel=0) == "123"
     assert decode_wav(path, channel=1) == "321"
     log = path.with_suffix(".log").read_text()
@@ -116,7 +116,7 @@ def test_inline_response_ozml_with_delay_and_hangup(api: Callable[..., Answer],
            "<SendDTMF Keys='3' Party='all'/><Hangup/><SendDTMF Keys='9' Party='all'/></Response>")
     call_id = api(command="Call", Dialed="1", ResponseOzML=doc).text("CallId")
     wait_until(lambda: not api(command="ListActiveCalls").root.findall("ActiveCalls/Call"))
-    assert decode_wav(gateway.lines["line1"].driver.recording_path(call_id)) == "123"
+    assert decode_wav(gateway.lines["line1"].recorder.path(call_id)) == "123"
 
 
 def test_url_that_fails_hangs_up_and_reports_to_error_url(api: Callable[..., Answer],
@@ -193,9 +193,12 @@ def test_incoming_call_posts_incomingcall_and_runs_its_ozml(make_app: Callable[.
     call_id = incoming["CallId"]
     wait_until(lambda: not gateway.active_calls())
     assert driver.hook.value == "on-hook"
-    assert decode_wav(driver.recording_path(call_id)) == "4#"
-    events = [what for _, what in driver.events]
-    assert events.index("off-hook") < events.index(f"call {call_id} begins")
+    recorder = gateway.lines["line1"].recorder
+    assert decode_wav(recorder.path(call_id)) == "4#"
+    # The recording begins once the line has answered.
+    assert "off-hook" in [what for _, what in driver.events]
+    logged = [ln.split(" ", 1)[1] for ln in recorder.log_path(call_id).read_text().splitlines()]
+    assert logged[0] == f"call {call_id} begins" and "off-hook" not in logged
 
 
 def test_unanswered_ring_is_one_call_that_ends_when_ringing_stops(

@@ -109,7 +109,7 @@ class Gateway:
         for line in self.lines.values():
             if line.call is not None:
                 self._end_call(line, line.call, "gateway stopped")
-            line.close_driver()
+            line.release()
         self.notifier.close()
 
     def on_hook_all(self) -> None:
@@ -191,6 +191,10 @@ class Gateway:
         if line.recorder is not None:
             try:
                 line.recorder.end(call.call_id)
+            except LineFault as exc:
+                # The recording could not be finished (a full disk): the line
+                # cannot do what it promises until that is mended.
+                line.faulted(exc)
             except Exception:
                 log.exception("line %s: ending the recording of %s failed", line.name,
                               call.call_id)

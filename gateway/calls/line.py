@@ -67,6 +67,7 @@ class Line:
         self.name = name
         self.driver: LineDriver = built.driver
         self.recorder: CallRecorder | None = built.recorder
+        self._release_assembly = built.close
         self.worker = LineWorker(name, queue_size)
         self.call: Call | None = None
         self.opened = False
@@ -120,6 +121,21 @@ class Line:
             raise fault from exc
         self.opened = True
         self.fault = None
+
+    def release(self) -> None:
+        """Close the driver and stop what was assembled beside it (a simulated
+        modem): the gateway is done with the line."""
+        self.close_driver()
+        try:
+            self._release_assembly()
+        except Exception:
+            log.exception("line %s: releasing its simulator failed", self.name)
+
+    def faulted(self, exc: LineFault) -> None:
+        """The line's hardware failed outside a command (e.g. writing the
+        recording as a call ended): the line shows it until it works again."""
+        self._faulted(exc)
+        log.error("line %s: %s", self.name, exc)
 
     def _faulted(self, exc: LineFault) -> None:
         if exc.line is None:

@@ -43,6 +43,10 @@ def driver_spec(name: str) -> DriverSpec:
     return DriverSpec(name, getattr(module, driver_name), getattr(module, options_name))
 
 
+def _nothing_to_close() -> None:
+    pass
+
+
 @dataclass
 class BuiltLine:
     """A line's driver as assembled from its configuration, with the recorder
@@ -50,23 +54,13 @@ class BuiltLine:
 
     driver: LineDriver
     recorder: CallRecorder | None = None
+    #: Stops what assembly started beside the driver (the simulated modem and
+    #: its pseudo-terminal). Call it once, when the line is done with, after
+    #: ``driver.close()``; a fault's close and reopen leave it running.
+    close: Callable[[], None] = _nothing_to_close
 
 
-class _DriverRecorder(CallRecorder):
-    """The drivers' own begin_call/end_call, until each simulator has a recorder."""
-
-    def __init__(self, driver: Any) -> None:
-        super().__init__(driver.recording_path("x").parent)
-        self._driver = driver
-
-    def begin(self, call_id: str) -> None:
-        self._driver.begin_call(call_id)
-
-    def end(self, call_id: str) -> None:
-        self._driver.end_call(call_id)
-
-
-def _build_mt8880(name: str, options: Any, engine: ToneEngine) -> BuiltLine:
+def _mt8880_line(name: str, options: Any, engine: ToneEngine) -> BuiltLine:
     """An MT8880 line: on real GPIO, or with ``simulate`` on a simulated chip
     attached to mock pins of its own (so they never meet real ones), with a
     recorder of that chip's line audio when ``record_dir`` is set."""
@@ -89,23 +83,49 @@ def _build_mt8880(name: str, options: Any, engine: ToneEngine) -> BuiltLine:
     return BuiltLine(MT8880Line(name, options, engine, pin_factory=factory), recorder)
 
 
+def _simulated_line(name: str, options: Any, engine: ToneEngine) -> BuiltLine:
+    from gateway.lines.recording import StreamingRecorder
+    from gateway.lines.simulated import SimulatedLine
+
+    recorder = StreamingRecorder(name, Path(options.record_dir), engine.settings.rate,
+                                 options.routing.channels, options.max_record_s)
+    return BuiltLine(SimulatedLine(name, options, engine, recorder), recorder)
+
+
+def _modem_line(name: str, options: Any, engine: ToneEngine) -> BuiltLine:
+    from gateway.lines.modem import SIMULATED_PORT, ModemLine
+
+    if options.port != SIMULATED_PORT:
+        return BuiltLine(ModemLine(name, options, engine))
+    from gateway.lines.modem_sim import SimulatedModem, SimulatedModemRecorder
+
+    simulator = SimulatedModem().start()
+    recorder = SimulatedModemRecorder(name, simulator, engine, Path(options.record_dir),
+                                      options.max_record_s)
+    return BuiltLine(ModemLine(name, options, engine, port=simulator.port), recorder,
+                     close=simulator.close)
+
+
+#: Drivers assembled with more than their options: a recorder, a simulator.
+_ASSEMBLY: dict[str, Callable[[str, Any, ToneEngine], BuiltLine]] = {
+    "simulated": _simulated_line,
+    "modem": _modem_line,
+    "mt8880": _mt8880_line,
+}
+
+
 def build_line(driver: str, name: str, options: Any, tones: ToneSettings) -> BuiltLine:
     """A line's driver and recorder, not yet opened (nothing touches hardware
     until ``driver.open()``). The one place that knows which simulator goes
     with which configuration."""
-    if driver == "mt8880":
-        return _build_mt8880(name, options, ToneEngine(tones))
-    built = driver_spec(driver).driver(name, options, ToneEngine(tones))
-    recorder = _DriverRecorder(built) if hasattr(built, "recording_path") else None
-    return BuiltLine(built, recorder)
-
-
-def build_driver(driver: str, name: str, options: Any, tones: ToneSettings) -> LineDriver:
-    """A line's driver alone (``onhook``, ``selftest``: no calls to record)."""
-    return build_line(driver, name, options, tones).driver
+    engine = ToneEngine(tones)
+    assemble = _ASSEMBLY.get(driver)
+    if assemble is not None:
+        return assemble(name, options, engine)
+    return BuiltLine(driver_spec(driver).driver(name, options, engine))
 
 
 __all__ = [
     "DRIVERS", "BuiltLine", "CallRecorder", "DriverFactory", "DriverSpec", "LineDriver", "Party",
-    "build_driver", "build_line", "driver_spec",
+    "build_line", "driver_spec",
 ]

@@ -185,13 +185,6 @@ class LineDriver(ABC):
         """Take an incoming (ringing) call."""
         self.off_hook()
 
-    # -- calls ------------------------------------------------------------------
-    def begin_call(self, call_id: str) -> None:
-        """A call starts on this line (drivers that record use it)."""
-
-    def end_call(self, call_id: str) -> None:
-        """The call on this line ended (drivers that record close their file)."""
-
     # -- health -----------------------------------------------------------------
     def status(self) -> dict[str, object]:
         """What ``/healthz`` shows for this line."""

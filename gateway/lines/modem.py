@@ -3,8 +3,10 @@
 A USB voice modem is line interface, hook switch, dialler and DTMF generator in
 one, so this driver only speaks AT commands. The port is a pyserial URL:
 ``/dev/ttyACM0``, ``socket://host:port`` (a serial server), ``spy:///dev/ttyACM0``
-(the same port with a wire trace on stderr), ``loop://``; ``sim://`` starts the
-simulated modem of :mod:`gateway.lines.modem_sim` on a pseudo-terminal.
+(the same port with a wire trace on stderr), ``loop://``. For ``sim://``,
+:func:`gateway.lines.build_line` starts the simulated modem of
+:mod:`gateway.lines.modem_sim` on a pseudo-terminal and gives the driver its
+port; the driver never knows it is talking to a simulation.
 
 On the wire (V.250): a command line is ``AT<body><CR>``. Until ``ATE0`` the
 modem echoes it; then come information text and one final result code, each
@@ -27,8 +29,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import serial
 from serial.threaded import LineReader, ReaderThread
@@ -36,13 +36,12 @@ from serial.threaded import LineReader, ReaderThread
 from gateway.errors import CallFailed, LineFault
 from gateway.keys import Pause, Tone, parse_keys
 from gateway.lines.base import CallTiming, HookState, LineDriver, Party
-from gateway.tones import Timing, ToneEngine, TonePlan, write_wav
-
-if TYPE_CHECKING:
-    from gateway.lines.modem_sim import SimulatedModem
+from gateway.lines.recording import DEFAULT_MAX_RECORD_S, MAX_RECORD_S
+from gateway.tones import Timing, ToneEngine, TonePlan
 
 log = logging.getLogger(__name__)
 
+#: ``port`` for the simulated modem (see :func:`gateway.lines.build_line`).
 SIMULATED_PORT = "sim://"
 DLE = 0x10
 #: V.253 voice mode.
@@ -77,6 +76,28 @@ def is_final(text: str) -> bool:
     )
 
 
+#: ``vtd_unit_ms``: V.253's 10 ms, or 3GPP 27.007's 100 ms.
+VTD_UNITS_MS = (10, 100)
+#: ``gap_mode``: gaps as the modem's own [0,0,dur] silences, or timed by the driver.
+GAP_MODES = ("tones", "driver")
+#: The default ``call_timing.answer_wait_ms``.
+ANSWER_WAIT_MS = 2000
+
+
+@dataclass
+class ModemCallTiming(CallTiming):
+    """:class:`CallTiming` where the modem waits for dial tone itself: a
+    ``call_timing`` table that names only ``answer_wait_ms`` is right."""
+
+    dial_tone_ms: int = 0
+    answer_wait_ms: int = field(default=ANSWER_WAIT_MS, metadata={"min": 0, "max": 120000})
+
+    def __post_init__(self) -> None:
+        if self.dial_tone_ms != 0:
+            raise ValueError("dial_tone_ms: a modem waits for dial tone itself (set how in "
+                             "init, e.g. ATX4 and S6); only 0 is accepted")
+
+
 class ModemSilent(LineFault):
     """The modem did not answer in time: asking it for anything more is pointless."""
 
@@ -98,25 +119,32 @@ class ModemOptions:
     #: Extra command lines for modem quirks, sent after the standard init.
     init: list[str] = field(default_factory=list)
     #: +VTD's unit: 10 ms in V.253; 100 ms in 3GPP 27.007 (GSM modules).
-    vtd_unit_ms: int = 10
+    vtd_unit_ms: int = field(default=10, metadata={"choices": VTD_UNITS_MS})
     #: "tones": gaps are [0,0,dur] silences the modem times; "driver": one digit a command.
-    gap_mode: str = "tones"
+    gap_mode: str = field(default="tones", metadata={"choices": GAP_MODES})
     #: Longest command line after "AT" the modem takes (V.250 guarantees 40).
     max_command_chars: int = field(default=40, metadata={"min": 20, "max": 1024})
     #: Some modems connect the line in voice mode with AT+VLS=1 instead.
     off_hook_command: str = "ATH1"
-    #: After the dial result, how long to wait before the call counts as answered.
-    answer_wait_ms: int = field(default=2000, metadata={"min": 0, "max": 120000})
+    #: ``answer_wait_ms``: after the dial result, how long to wait before the
+    #: call counts as answered.
+    call_timing: ModemCallTiming = field(default_factory=ModemCallTiming)
+    #: Deprecated: ``call_timing.answer_wait_ms``, as on the other drivers.
+    answer_wait_ms: int | None = field(default=None, metadata={"min": 0, "max": 120000})
     #: With ``sim://``: where each call's rendered audio goes (<CallId>.wav).
     record_dir: str = field(default="recordings", metadata={"path": True})
+    #: With ``sim://``: seconds of a call's audio that are recorded, at most.
+    max_record_s: float = field(default=DEFAULT_MAX_RECORD_S, metadata={
+        "min": MAX_RECORD_S[0], "max": MAX_RECORD_S[1]})
 
     def __post_init__(self) -> None:
         if not self.port.strip():
             raise ValueError("port: a pyserial URL such as /dev/ttyACM0 is needed")
-        if self.vtd_unit_ms not in (10, 100):
-            raise ValueError(f"vtd_unit_ms: {self.vtd_unit_ms} is not 10 (V.253) or 100 (27.007)")
-        if self.gap_mode not in ("tones", "driver"):
-            raise ValueError(f"gap_mode: {self.gap_mode!r} is not \"tones\" or \"driver\"")
+        if self.answer_wait_ms is not None:
+            if self.call_timing.answer_wait_ms not in (self.answer_wait_ms, ANSWER_WAIT_MS):
+                raise ValueError("answer_wait_ms: set call_timing.answer_wait_ms only "
+                                 "(answer_wait_ms is its old name)")
+            self.call_timing.answer_wait_ms = self.answer_wait_ms
         for name, commands in (("init", self.init), ("off_hook_command", [self.off_hook_command])):
             for command in commands:
                 one_line = command.isascii() and command.isprintable()
@@ -406,23 +434,21 @@ class ATPort:
 class ModemLine(LineDriver):
     driver_name = "modem"
 
-    def __init__(self, name: str, options: ModemOptions, engine: ToneEngine) -> None:
+    def __init__(self, name: str, options: ModemOptions, engine: ToneEngine,
+                 port: str | None = None) -> None:
         super().__init__(name)
         self.options = options
         self.engine = engine
-        # The modem waits for dial tone itself (NO DIALTONE otherwise).
-        self.call_timing = CallTiming(dial_tone_ms=0, answer_wait_ms=options.answer_wait_ms)
-        #: The simulated modem behind ``port = "sim://"``.
-        self.simulator: SimulatedModem | None = None
+        self.call_timing = options.call_timing
+        if options.answer_wait_ms is not None:
+            log.warning("line %s: answer_wait_ms is deprecated: write call_timing = "
+                        "{ answer_wait_ms = %d } instead", name, options.answer_wait_ms)
+        #: The pyserial URL opened: ``options.port``, or the one assembly gave.
+        self.url = port or options.port
         self._port: ATPort | None = None
-        self._recording: tuple[str, int] | None = None
         #: How long a command waits while another thread's command has the port
         #: (on_hook from the shutdown path during a dial, at worst).
         self._busy_bound = options.dial_timeout_s + options.command_timeout_s
-
-    @property
-    def url(self) -> str:
-        return self.simulator.port if self.simulator is not None else self.options.port
 
     @property
     def _label(self) -> str:
@@ -431,19 +457,12 @@ class ModemLine(LineDriver):
 
     # -- lifecycle ---------------------------------------------------------------
     def open(self) -> None:
-        if self.options.port == SIMULATED_PORT and self.simulator is None:
-            from gateway.lines.modem_sim import SimulatedModem
-
-            self.simulator = SimulatedModem().start()
         self._drop_port()
         self._connect()
 
     def close(self) -> None:
         self.on_hook()
         self._drop_port()
-        if self.simulator is not None:
-            self.simulator.close()
-            self.simulator = None
 
     def _connect(self) -> None:
         o = self.options
@@ -588,23 +607,6 @@ class ModemLine(LineDriver):
         # Not on the reader thread: a handler that answers the call needs
         # that thread to read the modem's reply.
         threading.Thread(target=self._ring, name=f"{self.name}-ring", daemon=True).start()
-
-    # -- calls (recorded with the simulated modem) -------------------------------
-    def begin_call(self, call_id: str) -> None:
-        if self.simulator is not None:
-            self._recording = (call_id, self.simulator.mark())
-
-    def end_call(self, call_id: str) -> None:
-        recording, self._recording = self._recording, None
-        if self.simulator is None or recording is None or recording[0] != call_id:
-            return
-        path = self.recording_path(call_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        audio = self.simulator.render(self.engine, since=recording[1])
-        write_wav(path, audio, self.engine.settings.rate)
-
-    def recording_path(self, call_id: str) -> Path:
-        return Path(self.options.record_dir) / f"{call_id}.wav"
 
     def status(self) -> dict[str, object]:
         return {**super().status(), "port": self.url}

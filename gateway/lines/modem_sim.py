@@ -14,7 +14,8 @@ side the way a Hayes-style voice modem does:
   as on real modems;
 - ``+VTS`` tones take their real time before ``OK``, and are recorded with
   their durations (:attr:`SimulatedModem.tones`) and rendered as audio by the
-  tone engine (:meth:`SimulatedModem.render`);
+  tone engine (:meth:`SimulatedModem.render`; :class:`SimulatedModemRecorder`
+  makes each call's WAV of it);
 - closing the port (the last slave file descriptor) is the simulator's DTR
   drop: like a modem set to ``&D2`` it goes on hook.
 
@@ -27,6 +28,7 @@ as udev removes a symlink) and :meth:`~SimulatedModem.reappear`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import shutil
@@ -34,13 +36,17 @@ import tempfile
 import threading
 import time
 import tty
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from gateway.keys import KEYS
+from gateway.lines.recording import CallRecorder, check_directory, save_wav
 from gateway.tones import Samples, ToneEngine
+
+log = logging.getLogger(__name__)
 
 HOOK_FLASH = "!"
 VOICE_CLASS = 8
@@ -97,6 +103,8 @@ class SimulatedModem:
         self._master: int | None = None
         self._connected = False
         self._wake_r, self._wake_w = os.pipe()
+        # Whoever started it and forgot to close it: the directory goes at exit.
+        self._release = weakref.finalize(self, _release, self._dir, (self._wake_r, self._wake_w))
         self._interrupt = threading.Event()
         self._vanish_requested = False
         self._vanished = threading.Event()
@@ -128,11 +136,8 @@ class SimulatedModem:
             self._thread.join(2)
             self._thread = None
         self._close_pty()
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        self._release()
         self._wake_r = self._wake_w = -1
-        shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> SimulatedModem:
         return self.start()
@@ -223,8 +228,10 @@ class SimulatedModem:
         with self._lock:
             return len(self.tones)
 
-    def render(self, engine: ToneEngine, since: int = 0) -> Samples:
-        """What reached the line (tones played off hook) as mono PCM.
+    def render(self, engine: ToneEngine, since: int = 0,
+               max_samples: int | None = None) -> Samples:
+        """What reached the line (tones played off hook) as mono PCM, from its
+        first tone and at most ``max_samples`` long.
 
         Elements of one ``+VTS`` command follow each other without a break;
         between commands the line was quiet for as long as really passed, so
@@ -235,10 +242,14 @@ class SimulatedModem:
         if not played:
             return np.zeros(0, dtype=np.int16)
         settings = engine.settings
+        limit = max_samples if max_samples is not None else 2**62
         spans = []
         for tone in played:
             begin_ms = (tone.at - played[0].at) * 1000
-            spans.append((settings.samples(begin_ms), settings.samples(begin_ms + tone.ms), tone))
+            begin = settings.samples(begin_ms)
+            if begin >= limit:
+                break
+            spans.append((begin, min(limit, settings.samples(begin_ms + tone.ms)), tone))
         out = np.zeros(max(end for _, end, _ in spans), dtype=np.int16)
         for begin, end, tone in spans:
             if end <= begin or tone.is_silence or tone.key == HOOK_FLASH:
@@ -524,6 +535,43 @@ class SimulatedModem:
         if result not in ("OK", "VCON", "CONNECT"):
             self._set_hook(False)
         return result
+
+
+class SimulatedModemRecorder(CallRecorder):
+    """Each call's ``<CallId>.wav``: what the simulated modem played between
+    the call's start and end, rendered by the tone engine when it ends (at
+    most ``max_seconds`` of it)."""
+
+    def __init__(self, line: str, simulator: SimulatedModem, engine: ToneEngine,
+                 directory: Path, max_seconds: float) -> None:
+        super().__init__(directory)
+        self.line = line
+        self.simulator = simulator
+        self.engine = engine
+        self.max_seconds = max_seconds
+        self._marks: dict[str, int] = {}
+
+    def begin(self, call_id: str) -> None:
+        check_directory(self.line, self.directory)
+        self._marks[call_id] = self.simulator.mark()
+
+    def end(self, call_id: str) -> None:
+        mark = self._marks.pop(call_id, None)
+        if mark is None:
+            return
+        limit = self.engine.settings.samples(self.max_seconds * 1000)
+        audio = self.simulator.render(self.engine, since=mark, max_samples=limit)
+        if len(audio) >= limit:
+            log.warning("line %s: call %s: recording stopped: max_record_s (%g s) reached",
+                        self.line, call_id, self.max_seconds)
+        save_wav(self.line, self.path(call_id), audio, self.engine.settings.rate)
+
+
+def _release(directory: Path, fds: tuple[int, ...]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _number(body: str, pos: int) -> tuple[int, int]:

@@ -1,26 +1,28 @@
 """A simulated phone line: runs everywhere, and is strict where a line is.
 
 It keeps a hook state, answers outbound calls after a ring time, rings on
-demand, spends real time on every tone (scaled by ``time_scale``), and records
-each call's audio from the tone engine to ``<record_dir>/<CallId>.wav`` with a
-timestamped event log beside it (``<CallId>.log``). Like a real loop, it
-carries no audio on hook: tones sent then are a fault, not a silent success.
+demand, and spends real time on every tone (scaled by ``time_scale``). What
+it carries, the tone engine's audio and a timestamped event log, goes to the
+:class:`~gateway.lines.recording.StreamingRecorder` it is given (by
+:func:`gateway.lines.build_line`: ``<record_dir>/<CallId>.wav`` and
+``.log``). Like a real loop, it carries no audio on hook: tones sent then are
+a fault, not a silent success; and a line that cannot record is a faulted
+line: opening it, going off hook and every write raise LineFault.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import time
-import wave
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import numpy as np
 
 from gateway.errors import LineFault, LineInterrupted
 from gateway.keys import Pause, Tone
 from gateway.lines.base import CallTiming, HookState, LineDriver, Party, Routing
+from gateway.lines.recording import DEFAULT_MAX_RECORD_S, MAX_RECORD_S, StreamingRecorder
 from gateway.tones import Samples, Timing, ToneEngine, TonePlan, route
 
 
@@ -29,6 +31,9 @@ class SimulatedOptions:
     """``[[line]]`` keys for ``driver = "simulated"``."""
 
     record_dir: str = field(default="recordings", metadata={"path": True})
+    #: Seconds of audio after which a call's recording stops (the call goes on).
+    max_record_s: float = field(default=DEFAULT_MAX_RECORD_S, metadata={
+        "min": MAX_RECORD_S[0], "max": MAX_RECORD_S[1]})
     time_scale: float = field(default=1.0, metadata={"min": 0.0, "max": 10.0})
     routing: Routing = field(default_factory=Routing)
     call_timing: CallTiming = field(
@@ -39,17 +44,17 @@ class SimulatedOptions:
 class SimulatedLine(LineDriver):
     driver_name = "simulated"
 
-    def __init__(self, name: str, options: SimulatedOptions, engine: ToneEngine) -> None:
+    def __init__(self, name: str, options: SimulatedOptions, engine: ToneEngine,
+                 recorder: StreamingRecorder | None = None) -> None:
         super().__init__(name)
         self.options = options
         self.call_timing = options.call_timing
         self.engine = engine
-        self.record_dir = Path(options.record_dir)
+        #: Where the line's calls go; None records nothing.
+        self.recorder = recorder
+        #: The line's last events, for tests and the console (a call's whole
+        #: log is the recorder's, on disk).
         self.events: collections.deque[tuple[float, str]] = collections.deque(maxlen=1000)
-        self._recording: wave.Wave_write | None = None
-        self._log: list[str] = []
-        self._call_id: str | None = None
-        self._lock = threading.Lock()
         self._opened = False
         # Set while on hook: what the line is doing stops when it goes on hook.
         self._released = threading.Event()
@@ -58,11 +63,25 @@ class SimulatedLine(LineDriver):
         self.fail_after_digits: int | None = None
 
     def _event(self, what: str) -> None:
-        stamp = time.time()
-        self.events.append((stamp, what))
-        if self._call_id is not None:
-            self._log.append(f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(stamp))}"
-                             f".{int(stamp * 1000) % 1000:03d}Z {what}")
+        self.events.append((time.time(), what))
+        if self.recorder is not None:
+            self.recorder.event(what)
+
+    def _note(self, what: str) -> None:
+        """An event where raising is not allowed (on hook, close, a ring from
+        outside): a recording that fails here says so at its next write."""
+        with contextlib.suppress(LineFault):
+            self._event(what)
+
+    @contextlib.contextmanager
+    def _faults_on_hook(self) -> Iterator[None]:
+        """The driver's fail-safe rule for faults of the recording too: on hook
+        after any LineFault."""
+        try:
+            yield
+        except LineFault:
+            self.on_hook()
+            raise
 
     def _wait(self, seconds: float) -> None:
         # A hang-up from another thread puts the line on hook: like a real
@@ -72,23 +91,26 @@ class SimulatedLine(LineDriver):
 
     # -- lifecycle -------------------------------------------------------------
     def open(self) -> None:
-        self.record_dir.mkdir(parents=True, exist_ok=True)
         self._hook = HookState.ON_HOOK
+        if self.recorder is not None:
+            self.recorder.check()
         self._opened = True
-        self._event("open")
+        self._note("open")
 
     def close(self) -> None:
         self.on_hook()
-        if self._call_id is not None:
-            self.end_call(self._call_id)
         if self._opened:
-            self._event("close")
+            self._note("close")
         self._opened = False
 
     # -- hook ------------------------------------------------------------------
     def off_hook(self) -> None:
         if not self._opened:
             raise LineFault(f"line {self.name!r} is not open")
+        if self.recorder is not None:
+            # Before the loop closes: a call that could not be recorded would
+            # answer 200 and leave no trace.
+            self.recorder.check()
         self._hook = HookState.OFF_HOOK
         self._released.clear()
         self._event("off-hook")
@@ -97,19 +119,24 @@ class SimulatedLine(LineDriver):
         self._released.set()
         if self._hook is HookState.OFF_HOOK:
             self._hook = HookState.ON_HOOK
-            self._event("on-hook")
+            self._note("on-hook")
 
     # -- signalling ------------------------------------------------------------
     def place_call(
         self, dialed: str, timing: Timing, call_timing: CallTiming | None = None
     ) -> None:
-        self._event(f"dial {dialed}")
-        super().place_call(dialed, timing, call_timing)
-        self._event("answered")
+        with self._faults_on_hook():
+            self._event(f"dial {dialed}")
+            super().place_call(dialed, timing, call_timing)
+            self._event("answered")
 
     def emit(self, plan: TonePlan, party: Party = Party.ALL) -> None:
         if self._hook is not HookState.OFF_HOOK:
             raise LineFault(f"line {self.name!r} is on hook: tones would reach nobody")
+        with self._faults_on_hook():
+            self._emit(plan, party)
+
+    def _emit(self, plan: TonePlan, party: Party) -> None:
         audio = self.engine.render(plan)
         routing = self.options.routing
         frames = route(audio, routing.channels, routing.channels_for(party))
@@ -122,7 +149,6 @@ class SimulatedLine(LineDriver):
             self._record(frames[:cut])
             self._wait(cut / self.engine.settings.rate)
             self.fail_after_digits = None
-            self.on_hook()
             raise LineFault(f"line {self.name!r}: simulated hardware fault")
         if self.fail_after_digits is not None:
             self.fail_after_digits -= digits
@@ -146,47 +172,19 @@ class SimulatedLine(LineDriver):
         # a speaking person's time on it (about 15 characters a second).
         if self._hook is not HookState.OFF_HOOK:
             raise LineFault(f"line {self.name!r} is on hook: speech would reach nobody")
-        self._event(f"speak {party.value} {language or '-'} {text!r}")
         seconds = min(len(text) / 15.0, 10.0)
         routing = self.options.routing
-        self._record(route(self.engine.silence(seconds * 1000), routing.channels,
-                           routing.channels_for(party)))
+        with self._faults_on_hook():
+            self._event(f"speak {party.value} {language or '-'} {text!r}")
+            self._record(route(self.engine.silence(seconds * 1000), routing.channels,
+                               routing.channels_for(party)))
         self._wait(seconds)
 
     def ring(self, caller_id: str | None = None) -> None:
         """Ring the line from outside (tests, the console)."""
-        self._event(f"ring {caller_id or '-'}")
+        self._note(f"ring {caller_id or '-'}")
         self._ring(caller_id)
 
-    # -- recording -------------------------------------------------------------
-    def begin_call(self, call_id: str) -> None:
-        with self._lock:
-            self._call_id = call_id
-            self._log = []
-            # Open for the whole call; closed in end_call (or close).
-            out = wave.open(str(self.record_dir / f"{call_id}.wav"), "wb")  # noqa: SIM115
-            out.setnchannels(self.options.routing.channels)
-            out.setsampwidth(2)
-            out.setframerate(self.engine.settings.rate)
-            self._recording = out
-        self._event(f"call {call_id} begins")
-
     def _record(self, frames: Samples) -> None:
-        with self._lock:
-            if self._recording is not None:
-                self._recording.writeframes(np.ascontiguousarray(frames, "<i2").tobytes())
-
-    def end_call(self, call_id: str) -> None:
-        self._event(f"call {call_id} ends")
-        with self._lock:
-            if self._recording is not None:
-                self._recording.close()
-                self._recording = None
-            if self._call_id is not None:
-                (self.record_dir / f"{self._call_id}.log").write_text(
-                    "\n".join(self._log) + "\n"
-                )
-            self._call_id = None
-
-    def recording_path(self, call_id: str) -> Path:
-        return self.record_dir / f"{call_id}.wav"
+        if self.recorder is not None:
+            self.recorder.audio(frames)
