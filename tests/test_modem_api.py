@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from gateway.api import create_app
+from gateway.app import create_app
 from gateway.calls import Gateway
 from gateway.config import Config
 from gateway.lines import build_line

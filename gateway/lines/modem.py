@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import serial
 from serial.threaded import LineReader, ReaderThread
 
-from gateway.errors import CallFailed, LineFault
+from gateway.errors import CallFailed, LineFault, LineInterrupted
 from gateway.keys import Pause, Tone, parse_keys
 from gateway.lines.base import CallTiming, HookState, LineDriver, Party
 from gateway.lines.recording import DEFAULT_MAX_RECORD_S, MAX_RECORD_S
@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 #: ``port`` for the simulated modem (see :func:`gateway.lines.build_line`).
 SIMULATED_PORT = "sim://"
+#: How long a hang-up waits for another thread's command to let go of the
+#: port before it drops DTR instead.
+HANG_UP_WAIT_S = 0.2
 DLE = 0x10
 #: V.253 voice mode.
 VOICE_CLASS = 8
@@ -100,6 +103,10 @@ class ModemCallTiming(CallTiming):
 
 class ModemSilent(LineFault):
     """The modem did not answer in time: asking it for anything more is pointless."""
+
+
+class PortBusy(LineFault):
+    """Another thread's command still has the port; this one was not sent."""
 
 
 @dataclass
@@ -401,7 +408,7 @@ class ATPort:
         ``timeout``, :class:`LineFault` when the port fails.
         """
         if not self._command_lock.acquire(timeout=wait):
-            raise LineFault(f"{self.label} is still busy; {command!r} was not sent")
+            raise PortBusy(f"{self.label} is still busy; {command!r} was not sent")
         try:
             reader = self._reader
             if reader is None or not self.alive:
@@ -449,6 +456,10 @@ class ModemLine(LineDriver):
         #: How long a command waits while another thread's command has the port
         #: (on_hook from the shutdown path during a dial, at worst).
         self._busy_bound = options.dial_timeout_s + options.command_timeout_s
+        # Set while on hook: the driver's own waits (pauses, the tones' time
+        # after an early OK) stop when another thread puts the line on hook.
+        self._released = threading.Event()
+        self._released.set()
 
     @property
     def _label(self) -> str:
@@ -539,13 +550,20 @@ class ModemLine(LineDriver):
         self._ensure_port()
         self._command(self.options.off_hook_command, self.options.command_timeout_s)
         self._hook = HookState.OFF_HOOK
+        self._released.clear()
 
     def on_hook(self) -> None:
+        self._released.set()
         port = self._port
         if port is not None and port.alive:
             timeout = self.options.command_timeout_s
             try:
-                released = port.command("ATH0", timeout, wait=timeout).result == "OK"
+                # Another thread's command (a +VTS line of tones, a dial) has
+                # the port: a hang-up does not wait for it. Dropping DTR below
+                # hangs the modem up at once and ends that command.
+                released = port.command("ATH0", timeout, wait=HANG_UP_WAIT_S).result == "OK"
+            except PortBusy:
+                released = False
             except LineFault as exc:
                 self.fault = str(exc)
                 released = False
@@ -555,12 +573,28 @@ class ModemLine(LineDriver):
         self._hook = HookState.ON_HOOK
 
     # -- signalling --------------------------------------------------------------
+    def _wait(self, seconds: float) -> None:
+        if self._released.wait(seconds):
+            raise LineInterrupted("the line went on hook")
+
     def emit(self, plan: TonePlan, party: Party = Party.ALL) -> None:
         # A modem has one audio path: every party hears the tones.
+        if self._hook is not HookState.OFF_HOOK:
+            raise LineFault(f"line {self.name!r} is on hook: tones would reach nobody")
+        try:
+            self._emit(plan)
+        except LineFault as exc:
+            if self._released.is_set():
+                # Put on hook by another thread (a hang-up) mid-command: the
+                # modem was told to stop, which is no fault of it.
+                raise LineInterrupted("the line went on hook") from exc
+            raise
+
+    def _emit(self, plan: TonePlan) -> None:
         o = self.options
         for step in tone_lines(plan, o.max_command_chars, o.gap_mode):
-            if self._hook is not HookState.OFF_HOOK:
-                raise LineFault(f"line {self.name!r} is on hook: tones would reach nobody")
+            if self._released.is_set():
+                raise LineInterrupted("the line went on hook")
             seconds = step.ms / 1000
             if step.command is None:
                 self._wait(seconds)
@@ -593,6 +627,7 @@ class ModemLine(LineDriver):
                 f"the modem answered {reply.result} dialling {number}",
             )
         self._hook = HookState.OFF_HOOK
+        self._released.clear()
         # An analog line has no answer supervision, and what VCON means differs
         # between chipsets: wait as a person would.
         self._wait(call_timing.answer_wait_ms / 1000)

@@ -28,6 +28,7 @@ as udev removes a symlink) and :meth:`~SimulatedModem.reappear`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import select
@@ -75,6 +76,12 @@ class PlayedTone:
     @property
     def is_silence(self) -> bool:
         return self.key is None and self.frequencies == (0, 0)
+
+
+def _cut(tone: PlayedTone, at: float) -> PlayedTone:
+    """``tone`` as far as it sounded before ``at``."""
+    ms = min(tone.ms, max(0, round((at - tone.at) * 1000)))
+    return tone if ms == tone.ms else dataclasses.replace(tone, ms=ms)
 
 
 class _Syntax(Exception):
@@ -520,8 +527,30 @@ class SimulatedModem:
             offset += ms / 1000
         with self._lock:
             self.tones.extend(played)
-        # The tones take their time before the modem answers.
-        self._interrupt.wait(offset)
+        # The tones take their time before the modem answers. DTR is a wire,
+        # not a command: a host that drops it (closes the port) hangs the
+        # modem up at once (&D2), mid-tone, and what was left is never played.
+        dropped = self._wait_unless_dtr_drops(offset)
+        if dropped is not None:
+            with self._lock:
+                self.tones[:] = [_cut(t, dropped) for t in self.tones if t.at < dropped]
+            self._host_closed()
+
+    def _wait_unless_dtr_drops(self, seconds: float) -> float | None:
+        """Wait ``seconds``; the moment the host closed the port, if it did."""
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._interrupt.is_set():
+                return None
+            with self._io_lock:
+                master = self._master
+            if master is None:
+                return None
+            polled = select.poll()
+            polled.register(master, select.POLLHUP)
+            if polled.poll(min(left, 0.02) * 1000):
+                return time.monotonic()
 
     def _dial(self, text: str) -> str:
         number = "".join(c for c in text.upper() if c in KEYS + ",")

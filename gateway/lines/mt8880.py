@@ -47,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.errors import LineFault
+from gateway.errors import LineFault, LineInterrupted
 from gateway.keys import Pause, Tone
 from gateway.lines.base import CallTiming, HookState, LineDriver, Party
 from gateway.lines.gpio import PULLS, GpioOptions, LineControl, pin_factory, pull_word
@@ -543,6 +543,12 @@ class MT8880Line(LineDriver):
         # wait for it to drop the relay.
         self._lock = threading.RLock()
         self._closing = threading.Event()
+        # Set while on hook. Keys being sent (a tone, a gap, a pause) stop when
+        # the line goes on hook, whichever thread puts it there; the waits of
+        # opening and probing, which happen on hook, do not.
+        self._released = threading.Event()
+        self._released.set()
+        self._in_emit = False
         # When a burst this driver started is surely over, across close and
         # open: a code written during a burst is refused by the chip's rules.
         self._quiet_at = 0.0
@@ -686,9 +692,11 @@ class MT8880Line(LineDriver):
             except LineFault as exc:
                 raise self._fail(str(exc)) from exc
             self._hook = HookState.OFF_HOOK
+            self._released.clear()
 
     def on_hook(self) -> None:
         self._hook = HookState.ON_HOOK
+        self._released.set()
         control = self.control
         if control is not None:
             control.on_hook()
@@ -706,17 +714,25 @@ class MT8880Line(LineDriver):
             chip = self._ready_chip()
             if self._hook is not HookState.OFF_HOOK:
                 raise LineFault(f"line {self.name!r} is on hook: tones would reach nobody")
+            self._in_emit = True
             try:
                 if chip.burst_mode:
                     self._emit_burst(chip, plan)
                 else:
                     self._emit_timed(chip, plan)
+            except LineInterrupted:
+                # On hook from another thread (a hang-up): TOUT off, the relay
+                # is already released; no fault of the chip.
+                self._silence(chip)
+                raise
             except LineFault as exc:
                 self._silence(chip)
                 raise self._fail(str(exc).removeprefix(f"line {self.name!r}: ")) from exc
             except Exception as exc:
                 self._silence(chip)
                 raise self._fail(f"MT8880: {exc}") from exc
+            finally:
+                self._in_emit = False
 
     def _silence(self, chip: MT8880) -> None:
         # A dead chip cannot be silenced; the relay drops next.
@@ -765,8 +781,7 @@ class MT8880Line(LineDriver):
     def _burst(self, key: str) -> None:
         chip = self._ready_chip()
         bus = chip.bus
-        if self._closing.is_set():
-            raise LineFault("line closed while sending")
+        self._check_interrupted()
         chip.burst(key, self.options.tdre_timeout_ms / 1000, self.options.poll_ms / 1000,
                    bus.irq_event)
 
@@ -774,17 +789,23 @@ class MT8880Line(LineDriver):
     def _wait(self, seconds: float) -> None:
         self._wait_until(time.monotonic() + seconds)
 
+    def _check_interrupted(self) -> None:
+        if self._closing.is_set():
+            raise LineFault("line closed while sending")
+        if self._in_emit and self._released.is_set():
+            raise LineInterrupted("the line went on hook")
+
     def _wait_until(self, deadline: float) -> None:
         """Sleep until ``deadline`` (monotonic), spinning the last
-        :data:`SPIN_S`; a close() cuts it short with LineFault."""
+        :data:`SPIN_S`; close() cuts it short with LineFault, and going on
+        hook while keys are sent with LineInterrupted."""
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            if self._closing.is_set():
-                raise LineFault("line closed while sending")
+            self._check_interrupted()
             if remaining > SPIN_S:
-                self._closing.wait(remaining - SPIN_S)
+                (self._released if self._in_emit else self._closing).wait(remaining - SPIN_S)
             else:
                 while time.monotonic() < deadline:
                     pass
