@@ -7,6 +7,7 @@ mock pin's state history.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import shutil
 import subprocess
@@ -206,6 +207,17 @@ def test_device_that_does_not_exist(tap: AlsaTap) -> None:
         again.off_hook()
         again.emit(plan("7"))
     assert tap.frames("nosuch").size > 0
+
+
+def test_alsa_libs_own_error_lines_go_to_the_debug_log(
+    tap: AlsaTap, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with caplog.at_level(logging.DEBUG, "gateway.lines.alsa"), pytest.raises(LineFault):
+        make_line(device="nosuch", relay=False).open()
+    assert "ALSA lib" not in capfd.readouterr().err
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("alsa-lib ")]
+    # alsa-lib's format, unexpanded: ctypes cannot read a C callback's variadic arguments.
+    assert any(m.startswith("alsa-lib pcm.c:") and "Unknown PCM %s" in m for m in said), said
 
 
 @needs_multimon
