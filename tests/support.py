@@ -186,3 +186,13 @@ def example_line_block(name: str) -> dict[str, Any]:
     block = text[start : end if end >= 0 else len(text)]
     parsed: dict[str, Any] = tomllib.loads("\n".join(ln[2:] for ln in block.splitlines()))
     return parsed
+
+
+SEED_EXAMPLE = Path(__file__).parent / "data" / "seed-senddtmf-example.txt"
+
+
+def seed_example() -> tuple[str, str]:
+    """The seed's SendDTMF example, as the seed gives it: the request URL, and
+    the answer with its whitespace folded to single spaces."""
+    lines = SEED_EXAMPLE.read_text().splitlines()
+    return lines[lines.index("URL request") + 1], lines[lines.index("Response") + 1]

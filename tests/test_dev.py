@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.service_process import GatewayProcess
+from tests.support import seed_example
 
 REPO = Path(__file__).parent.parent
 DEV = REPO / "deploy" / "dev.sh"
@@ -120,14 +121,7 @@ def test_the_quickstarts_curl_pair_prints_the_seeds_answer_and_nothing_else(
     finally:
         assert gw.stop() == 0
     assert (result.returncode, result.stderr) == (0, "")
-    assert result.stdout == (
-        '<?xml version="1.0"?>\n'
-        '<Response xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
-        'xmlns:xsd="http://www.w3.org/2001/XMLSchema">\n'
-        "  <Code>200</Code>\n"
-        "  <Message>Command successfully executed</Message>\n"
-        "</Response>\n"
-    )
+    assert " ".join(result.stdout.split()) == seed_example()[1]
 
 
 def test_the_readmes_slow_test_command_goes_through_the_venv(system: Path) -> None:
