@@ -80,7 +80,7 @@ def decode_raw(path: str | Path, rate: int, channels: int = 1, channel: int = 0)
 class Receiver:
     """An integrator's web server on loopback: records the notifications POSTed
     to it and answers each path with the body set in ``answers`` (404 if none).
-    ``delay`` holds every answer back that many seconds."""
+    ``delays`` holds the answer to a path back that many seconds."""
 
     def __init__(self) -> None:
         import http.server
@@ -90,7 +90,7 @@ class Receiver:
         self.received: list[tuple[str, dict[str, str]]] = []
         self.authorization: list[str] = []
         self.answers: dict[str, str] = {}
-        self.delay = 0.0
+        self.delays: dict[str, float] = {}
         self.event = threading.Condition()
         receiver = self
 
@@ -102,10 +102,11 @@ class Receiver:
                     receiver.authorization.append(self.headers.get("Authorization", ""))
                     receiver.received.append((self.path, form))
                     receiver.event.notify_all()
-                if receiver.delay:
+                delay = receiver.delays.get(self.path)
+                if delay:
                     import time
 
-                    time.sleep(receiver.delay)
+                    time.sleep(delay)
                 body = receiver.answers.get(self.path)
                 try:
                     if body is None:
