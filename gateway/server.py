@@ -146,6 +146,7 @@ class HttpLoop:
                                     else server.map)
         self.triggers = [obj for obj in self.map.values() if isinstance(obj, trigger)]
         self.dispatcher = server.task_dispatcher
+        self.hung = False
 
     def call(self, action: Callable[[], T]) -> T:
         """``action()`` in the loop's thread, or in this one once that has ended."""
@@ -161,13 +162,15 @@ class HttpLoop:
             finally:
                 ran.set()
 
-        if self.thread.is_alive() and self.triggers:
+        if self.thread.is_alive() and self.triggers and not self.hung:
             with contextlib.suppress(OSError):  # the loop closed its trigger: it has ended
                 self.triggers[0].pull_trigger(thunk)
             deadline = time.monotonic() + LOOP_WAIT_S
             while not ran.wait(0.05) and self.thread.is_alive():
                 if time.monotonic() > deadline:
                     log.error("the HTTP loop did not run the stop within %g s", LOOP_WAIT_S)
+                    # Once is enough: the rest of the stop must fit systemd's TimeoutStopSec.
+                    self.hung = True
                     break
         if not ran.is_set():
             # A loop that has ended cannot race us; one that hangs is no worse off.

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import http.client
+import logging
 import random
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +17,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
+from waitress.server import create_server
 
 from tests.live import query
 from tests.service_process import GatewayProcess, simulated_lines
@@ -208,3 +211,32 @@ def test_a_stop_at_any_moment_logs_no_traceback_and_delivers_every_answer(
             "emit all 6 symbols 6 digits 100/100 ms", "on-hook", f"call {call_id} ends"]
     logged = re.findall(r" api user=\S+ addr=\S+ command=\w+ .* code=(\d+) ", gw.output)
     assert sorted(map(int, logged)) == sorted(codes), gw.output
+
+
+def test_a_stop_waits_on_a_hung_http_loop_once_and_still_stops_accepting(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A loop thread that never runs the stop's steps costs LOOP_WAIT_S once,
+    not once per step: the whole stop must fit systemd's TimeoutStopSec."""
+    import gateway.server
+
+    monkeypatch.setattr(gateway.server, "LOOP_WAIT_S", 0.2)
+    server = create_server(lambda environ, start_response: [], host="127.0.0.1", port=0)
+    port = server.effective_port
+    release = threading.Event()
+    hung = threading.Thread(target=release.wait, daemon=True)  # alive, never in the loop
+    loop = gateway.server.HttpLoop(server, hung)
+    hung.start()
+    try:
+        with caplog.at_level(logging.ERROR, "gateway.server"):
+            loop.call(loop.close_listeners)
+            loop.stop(0.3)
+    finally:
+        release.set()
+    assert [r.getMessage() for r in caplog.records] == [
+        "the HTTP loop did not run the stop within 0.2 s"]
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    hung.join(5)
+    loop.stop(0)  # the thread has ended: the triggers are closed too
+    assert all(t._closed for t in loop.triggers)
