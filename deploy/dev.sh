@@ -2,15 +2,21 @@
 # Set up a development checkout and run it: the README's two commands.
 #   deploy/dev.sh run    - virtual environment, a user, and the server on a simulated line
 #   deploy/dev.sh test   - virtual environment, system packages, lint, types and the test suite
+#   deploy/dev.sh test -m slow tests/test_load.py   - the rest goes to pytest
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3-venv multimon-ng sox espeak-ng libasound2-dev libasound2-plugins alsa-utils gcc shellcheck chromium)
+# Serving on a simulated line needs Python's own packages only.
+RUN_APT=(python3-venv)
+# The tests also decode tones (multimon-ng), make them with another generator
+# (sox, espeak-ng), build pyalsaaudio and drive ALSA, check the shell scripts
+# and drive the console in a browser.
+TEST_APT=(python3-venv multimon-ng sox espeak-ng libasound2-dev libasound2-plugins alsa-utils gcc shellcheck chromium)
 VENV=${VENV:-.venv}
 
 need_apt() {
     local missing=()
-    for pkg in "${APT_PACKAGES[@]}"; do
+    for pkg in "$@"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
@@ -24,18 +30,30 @@ need_apt() {
     fi
 }
 
+# venv SPEC [STAMP...]: install the checkout as SPEC (".", ".[test]") unless one
+# of the STAMP files in the venv holds the hash of this pyproject.toml, i.e. an
+# install at least that complete was made from it; then write the first STAMP.
 venv() {
+    local spec=$1 hash stamp
+    shift
     if [ ! -x "$VENV/bin/python" ]; then
         python3 -m venv "$VENV"
     fi
+    hash=$(sha256sum pyproject.toml | cut -d' ' -f1)
+    for stamp in "$@"; do
+        if [ "$(cat "$VENV/$stamp" 2>/dev/null)" = "$hash" ]; then
+            return 0
+        fi
+    done
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$VENV/bin/python" -m pip install -q -e ".[test]"
+    "$VENV/bin/python" -m pip install -q -e "$spec"
+    echo "$hash" > "$VENV/$1"
 }
 
 case "${1:-}" in
     test)
-        need_apt
-        venv
+        need_apt "${TEST_APT[@]}"
+        venv ".[test]" .dev-installed-test
         "$VENV/bin/ruff" check gateway tests bench
         "$VENV/bin/mypy" gateway
         set +e
@@ -47,8 +65,9 @@ case "${1:-}" in
         exit $status
         ;;
     run)
-        need_apt
-        venv
+        need_apt "${RUN_APT[@]}"
+        # A venv set up for the tests has everything serving needs.
+        venv . .dev-installed-run .dev-installed-test
         exec "$VENV/bin/python" -m gateway.quickstart "${@:2}"
         ;;
     *)

@@ -25,12 +25,17 @@ import threading
 import time
 import tomllib
 from collections import deque
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.errors import ConfigError
+
+#: The API's commands, as Ozeki spells them. A user's ``commands`` lists some
+#: of them (matched without regard to case, as the API matches them) or ``*``.
+COMMAND_NAMES = ("SendDTMF", "Call", "HangUp", "ListActiveCalls")
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 16384, 8, 1
 CACHE_SECONDS = 300.0
@@ -82,6 +87,23 @@ class User:
         return "*" in self.commands or command.lower() in self.commands
 
 
+def command_names(names: Iterable[str]) -> list[str]:
+    """``names`` as :data:`COMMAND_NAMES` spells them (``*`` stays ``*``).
+
+    Raises ConfigError, naming the known commands, for a name that is none of
+    them and for an empty list (a user who could run nothing)."""
+    spelled = {name.lower(): name for name in COMMAND_NAMES}
+    known = f"the commands are {', '.join(COMMAND_NAMES)}, or * for all"
+    checked = []
+    for name in names:
+        if name != "*" and name.lower() not in spelled:
+            raise ConfigError(f"unknown command {name!r}; {known}")
+        checked.append(spelled.get(name.lower(), name))
+    if not checked:
+        raise ConfigError(f"no command named; {known}")
+    return checked
+
+
 def _valid_username(name: str) -> bool:
     return 0 < len(name) <= 64 and all(c.isalnum() or c in "._-@" for c in name)
 
@@ -111,9 +133,14 @@ def _toml_string(text: str) -> str:
 
 
 def save_user(path: Path, name: str, password: str, commands: list[str] | None = None) -> None:
-    """Create or change one user, keeping the others; written atomically, mode 0600."""
+    """Create or change one user, keeping the others; written atomically, mode 0600.
+
+    ``commands`` must name known commands (:func:`command_names`); the other
+    users' are kept as the file has them."""
     if not _valid_username(name):
         raise ConfigError(f"user name {name!r}: use letters, digits and . _ - @ (at most 64)")
+    if commands is not None:
+        commands = command_names(commands)
     users = load_users(path)
     old = users.get(name)
     users[name] = User(

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from gateway.config import Config
 
 PROG = "dtmf-gateway"
+MIN_PASSWORD_CHARS = 8
 
 
 class _Parser(argparse.ArgumentParser):
@@ -150,15 +151,20 @@ def _read_password() -> str:
 
 
 def _cmd_passwd(args: argparse.Namespace) -> int:
-    from gateway.auth import save_user
+    from gateway.auth import command_names, save_user
+    from gateway.errors import ConfigError
 
     config = _load_config(args.config)
-    password = _read_password()
-    if len(password) < 8:
-        raise UsageError("a password needs at least 8 characters")
     commands = None
-    if args.commands:
-        commands = [c.strip() for c in args.commands.split(",") if c.strip()]
+    if args.commands is not None:
+        # Checked before the password is asked for: a typo costs no typing.
+        try:
+            commands = command_names(c.strip() for c in args.commands.split(",") if c.strip())
+        except ConfigError as exc:
+            raise UsageError(f"--commands {args.commands!r}: {exc}") from None
+    password = _read_password()
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise UsageError(f"a password needs at least {MIN_PASSWORD_CHARS} characters")
     save_user(config.users_path, args.user, password, commands)
     print(f"user {args.user!r} saved in {config.users_path}")
     return 0
@@ -211,12 +217,18 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_cmd_serve)
 
-    passwd = sub.add_parser("passwd", help="create a user or change a password")
+    from gateway.auth import COMMAND_NAMES
+
+    passwd = sub.add_parser(
+        "passwd", help="create a user or change a password",
+        description=f"The password (at least {MIN_PASSWORD_CHARS} characters) is read from the "
+        "terminal, twice, or as one line from standard input.")
     passwd.add_argument("user", metavar="USER")
     passwd.add_argument("--config", metavar="PATH", help="the users file is beside it")
     passwd.add_argument("--commands", metavar="LIST",
-                        help="commands the user may run, e.g. SendDTMF,ListActiveCalls"
-                        " (default: all)")
+                        help="the commands the user may run, comma-separated, of "
+                        f"{', '.join(COMMAND_NAMES)} (default: all; a changed password keeps "
+                        "the user's commands)")
     passwd.set_defaults(func=_cmd_passwd)
 
     onhook = sub.add_parser("onhook", help="put every configured line on hook and exit "

@@ -47,7 +47,7 @@ send the seed's keys into it:
 
   ID=$(curl -s '{base}?command=Call&Dialed=5551234&{auth}' \\
        | sed -n 's:.*<CallId>\\(.*\\)</CallId>.*:\\1:p')
-  curl "{base}?command=SendDTMF&CallId=$ID&Party=caller&Keys=01234&{auth}"
+  curl -s "{base}?command=SendDTMF&CallId=$ID&Party=caller&Keys=01234&{auth}"
 
 The call's audio is recorded to {config.lines[0].options.record_dir}/<CallId>.wav.
 Stop the server with Ctrl-C.

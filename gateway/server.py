@@ -1,8 +1,8 @@
 """``dtmf-gateway serve``: the API under waitress, with a clean stop.
 
 On SIGTERM or SIGINT the server stops accepting, the command in progress on
-each line finishes (bounded by ``STOP_TIMEOUT_S``), every line goes on hook
-and the process exits 0.
+each line finishes (bounded by ``STOP_TIMEOUT_S``) and its answer goes out,
+every line goes on hook and the process exits 0.
 
 Under systemd (``Type=notify``) it says READY=1 once every line has been
 opened (on hook) and the port listens, pings the watchdog from a
@@ -11,6 +11,7 @@ opened (on hook) and the port listens, pings the watchdog from a
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import logging
 import signal
@@ -19,10 +20,12 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from waitress import wasyncore
+from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, create_server
+from waitress.trigger import trigger
 
 from gateway.app import create_app
 from gateway.calls import Gateway
@@ -33,6 +36,11 @@ from gateway.systemd import Notifier
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 10.0
+#: How long a stop waits for waitress's loop thread to run one of its steps.
+LOOP_WAIT_S = 5.0
+#: How often a stop looks for connections that have sent their last answer.
+DRAIN_POLL_S = 0.02
+T = TypeVar("T")
 
 
 def serve(
@@ -82,6 +90,7 @@ def serve(
     # waitress's loop runs in its own thread so that, while stopping, it can
     # still write the answers of the commands that are allowed to finish.
     http = threading.Thread(target=server.run, name="http", daemon=True)
+    loop = HttpLoop(server, http)
     http.start()
     lines = ", ".join(f"{snap.name} ({snap.driver})" for snap in gateway.snapshots())
     # A host name with several addresses ("localhost": 127.0.0.1 and ::1)
@@ -106,12 +115,11 @@ def serve(
         notifier.stopping()
         if health is not None:
             health.stop()
-        _stop_accepting(server)
+        loop.call(loop.close_listeners)
         # Queued commands are refused, the running one on each line finishes,
         # then every call ends and every line goes on hook.
         gateway.close(STOP_TIMEOUT_S)
-        _drain(server, STOP_TIMEOUT_S)
-        http.join(STOP_TIMEOUT_S)
+        loop.stop(STOP_TIMEOUT_S)
         log.info("stopped; every line on hook")
     if not stopping.is_set():
         # Not asked to stop: a failure, so Restart=on-failure starts us again.
@@ -120,23 +128,108 @@ def serve(
     return 0
 
 
-def _stop_accepting(server: Any) -> None:
-    """Close the listening socket only: open connections keep their answers."""
-    if isinstance(server, wasyncore.dispatcher):
-        wasyncore.dispatcher.close(server)
-    else:
-        for sub in getattr(server, "map", {}).values():
-            if isinstance(sub, BaseWSGIServer):
-                wasyncore.dispatcher.close(sub)
+class HttpLoop:
+    """waitress's socket map, changed only from the thread that runs its loop.
 
+    The loop builds its select() lists from the map and then calls select();
+    a socket closed from another thread in between makes select() fail with
+    EBADF, which ends the loop with a traceback. So every close is a trigger
+    thunk, which the loop runs between two select() calls.
 
-def _drain(server: Any, timeout: float) -> None:
-    """Wait for in-flight requests to be answered, then close every channel."""
-    dispatcher = server.task_dispatcher
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and (dispatcher.active_count or dispatcher.queue):
-        time.sleep(0.05)
-    # A moment for the loop thread to flush the last answers to their sockets.
-    time.sleep(0.2)
-    dispatcher.shutdown(timeout=1)
-    wasyncore.close_all(getattr(server, "_map", None) or getattr(server, "map", None))
+    Made before the loop's thread starts: it reads the map once, for the triggers.
+    """
+
+    def __init__(self, server: Any, thread: threading.Thread) -> None:
+        self.thread = thread
+        # A MultiSocketServer (several listening sockets) keeps its map public.
+        self.map: dict[int, Any] = (server._map if isinstance(server, wasyncore.dispatcher)
+                                    else server.map)
+        self.triggers = [obj for obj in self.map.values() if isinstance(obj, trigger)]
+        self.dispatcher = server.task_dispatcher
+        self.hung = False
+
+    def call(self, action: Callable[[], T]) -> T:
+        """``action()`` in the loop's thread, or in this one once that has ended."""
+        outcome: list[T] = []
+        failure: list[BaseException] = []
+        ran = threading.Event()
+
+        def thunk() -> None:
+            try:
+                outcome.append(action())
+            except BaseException as exc:
+                failure.append(exc)
+            finally:
+                ran.set()
+
+        if self.thread.is_alive() and self.triggers and not self.hung:
+            with contextlib.suppress(OSError):  # the loop closed its trigger: it has ended
+                self.triggers[0].pull_trigger(thunk)
+            deadline = time.monotonic() + LOOP_WAIT_S
+            while not ran.wait(0.05) and self.thread.is_alive():
+                if time.monotonic() > deadline:
+                    log.error("the HTTP loop did not run the stop within %g s", LOOP_WAIT_S)
+                    # Once is enough: the rest of the stop must fit systemd's TimeoutStopSec.
+                    self.hung = True
+                    break
+        if not ran.is_set():
+            # A loop that has ended cannot race us; one that hangs is no worse off.
+            thunk()
+        if failure:
+            raise failure[0]
+        return outcome[0]
+
+    def _channels(self) -> list[HTTPChannel]:
+        return [obj for obj in self.map.values() if isinstance(obj, HTTPChannel)]
+
+    def close_listeners(self) -> None:
+        for obj in list(self.map.values()):
+            if isinstance(obj, BaseWSGIServer):
+                # Its own close() would take the trigger with it, which the
+                # stop still needs.
+                wasyncore.dispatcher.close(obj)
+
+    def close_idle(self) -> int:
+        """Close the connections with nothing left to do; how many are still busy.
+
+        Busy: a request being received, served or not yet all sent. A kept-alive
+        connection is closed between requests, as HTTP allows at any time."""
+        busy = 0
+        for channel in self._channels():
+            if channel.requests or channel.total_outbufs_len or channel.request is not None:
+                busy += 1
+            else:
+                channel.handle_close()
+        return busy
+
+    def close_all(self) -> int:
+        """Close every socket but the triggers and empty the map, which ends
+        the loop; how many connections still had an answer to send."""
+        unsent = 0
+        for obj in list(self.map.values()):
+            if isinstance(obj, HTTPChannel):
+                unsent += bool(obj.requests or obj.total_outbufs_len)
+                obj.handle_close()
+            elif not isinstance(obj, trigger):
+                wasyncore.dispatcher.close(obj)
+        # A server thread still finishing a request pulls a trigger at its end:
+        # they stay open, out of the map, until those threads are gone.
+        self.map.clear()
+        return unsent
+
+    def stop(self, timeout: float) -> None:
+        """Let every answer reach its client (each wait within ``timeout``),
+        then end the loop and the server's threads."""
+        deadline = time.monotonic() + timeout
+        while self.call(self.close_idle) and time.monotonic() < deadline:
+            time.sleep(DRAIN_POLL_S)
+        unsent = self.call(self.close_all)
+        if unsent:
+            log.warning("stopping: %d connection(s) closed before their answer was sent "
+                        "(after %g s)", unsent, timeout)
+        self.thread.join(timeout)
+        self.dispatcher.shutdown(timeout=1)
+        # Neither the loop nor a server thread can pull a trigger any more.
+        if not self.thread.is_alive() and not self.dispatcher.threads:
+            for pulled in self.triggers:
+                pulled.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import secrets
@@ -60,15 +61,30 @@ class NotifySocket:
             self.env_value = self.address = path
         self.messages: list[dict[str, str]] = []
 
-    def receive(self, timeout: float) -> dict[str, str] | None:
-        self.sock.settimeout(timeout)
-        try:
-            data = self.sock.recv(4096)
-        except TimeoutError:
-            return None
+    def _parse(self, data: bytes) -> dict[str, str]:
         fields = dict(line.split("=", 1) for line in data.decode().split("\n") if line)
         self.messages.append(fields)
         return fields
+
+    def receive(self, timeout: float) -> dict[str, str] | None:
+        self.sock.settimeout(timeout)
+        try:
+            return self._parse(self.sock.recv(4096))
+        except TimeoutError:
+            return None
+
+    def pending(self) -> list[dict[str, str]]:
+        """Every message sent so far, without waiting: a Unix datagram is in
+        the receiver's queue by the time its sendto() returns."""
+        got = []
+        self.sock.setblocking(False)
+        try:
+            while True:
+                got.append(self._parse(self.sock.recv(4096)))
+        except BlockingIOError:
+            return got
+        finally:
+            self.sock.setblocking(True)
 
     def wait_for(self, key: str, value: str | None = None, timeout: float = 30) -> dict[str, str]:
         """The next message carrying ``key`` (with ``value``); earlier ones are kept too."""
@@ -154,6 +170,18 @@ class GatewayProcess:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{text!r} not in the output:\n{self.output}")
             time.sleep(0.05)
+
+    def wait_until_busy(self, line: str, timeout: float = 30) -> None:
+        """Until ``/healthz`` shows ``line`` running a command: the request the
+        test sent has reached the line and is under way."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status, body = self.request("/healthz")
+            if status in (200, 503) and json.loads(body)["lines"][line]["busy"]:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"line {line} never busy within {timeout} s:\n{self.output}")
+            time.sleep(0.01)
 
     def request(
         self,

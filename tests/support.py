@@ -81,7 +81,7 @@ def decode_raw(path: str | Path, rate: int, channels: int = 1, channel: int = 0)
 class Receiver:
     """An integrator's web server on loopback: records the notifications POSTed
     to it and answers each path with the body set in ``answers`` (404 if none).
-    ``delay`` holds every answer back that many seconds."""
+    ``delays`` holds the answer to a path back that many seconds."""
 
     def __init__(self) -> None:
         import http.server
@@ -91,7 +91,7 @@ class Receiver:
         self.received: list[tuple[str, dict[str, str]]] = []
         self.authorization: list[str] = []
         self.answers: dict[str, str] = {}
-        self.delay = 0.0
+        self.delays: dict[str, float] = {}
         self.event = threading.Condition()
         receiver = self
 
@@ -103,10 +103,11 @@ class Receiver:
                     receiver.authorization.append(self.headers.get("Authorization", ""))
                     receiver.received.append((self.path, form))
                     receiver.event.notify_all()
-                if receiver.delay:
+                delay = receiver.delays.get(self.path)
+                if delay:
                     import time
 
-                    time.sleep(receiver.delay)
+                    time.sleep(delay)
                 body = receiver.answers.get(self.path)
                 try:
                     if body is None:
@@ -198,3 +199,13 @@ def load_script(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+SEED_EXAMPLE = Path(__file__).parent / "data" / "seed-senddtmf-example.txt"
+
+
+def seed_example() -> tuple[str, str]:
+    """The seed's SendDTMF example, as the seed gives it: the request URL, and
+    the answer with its whitespace folded to single spaces."""
+    lines = SEED_EXAMPLE.read_text().splitlines()
+    return lines[lines.index("URL request") + 1], lines[lines.index("Response") + 1]

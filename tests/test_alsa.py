@@ -7,6 +7,7 @@ mock pin's state history.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import shutil
 import subprocess
@@ -186,9 +187,11 @@ def test_each_ring_reaches_the_ring_handler_once(tap: AlsaTap) -> None:
                 time.sleep(0.035)
             time.sleep(0.1)
         assert rang.wait(2)
-        time.sleep(0.1)
+        # Each ring's handler runs on a thread of its own.
+        wait_until(lambda: len(calls) >= 2, timeout=10)
+        rings = line.control.cadence.rings
     # Ten pulses in two bursts: two rings (the call layer groups them into a call).
-    assert calls == [None, None]
+    assert calls == [None, None] and rings == 2
 
 
 # -- faults ----------------------------------------------------------------------------
@@ -204,6 +207,17 @@ def test_device_that_does_not_exist(tap: AlsaTap) -> None:
         again.off_hook()
         again.emit(plan("7"))
     assert tap.frames("nosuch").size > 0
+
+
+def test_alsa_libs_own_error_lines_go_to_the_debug_log(
+    tap: AlsaTap, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with caplog.at_level(logging.DEBUG, "gateway.lines.alsa"), pytest.raises(LineFault):
+        make_line(device="nosuch", relay=False).open()
+    assert "ALSA lib" not in capfd.readouterr().err
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("alsa-lib ")]
+    # alsa-lib's format, unexpanded: ctypes cannot read a C callback's variadic arguments.
+    assert any(m.startswith("alsa-lib pcm.c:") and "Unknown PCM %s" in m for m in said), said
 
 
 @needs_multimon
@@ -278,21 +292,23 @@ def test_fault_then_close_and_reopen_like_the_call_layer(tap: AlsaTap, tmp_path:
     assert fifo.stat().st_size == 2 * 8000 * 0.12
 
 
-def real_time_consumer(fifo: Path, bytes_per_s: int) -> threading.Event:
-    """Drain ``fifo`` at a sound card's pace (until the returned event is set)."""
+def real_time_consumer(fifo: Path, bytes_per_s: int) -> tuple[threading.Event, list[int]]:
+    """Drain ``fifo`` at a sound card's pace (until the returned event is set);
+    the list holds the byte count of each read."""
     stop = threading.Event()
+    reads: list[int] = []
     fd = os.open(fifo, os.O_RDWR)
     fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 4096)
 
     def drain() -> None:
         try:
             while not stop.wait(0.05):
-                os.read(fd, bytes_per_s // 20)
+                reads.append(len(os.read(fd, bytes_per_s // 20)))
         finally:
             os.close(fd)
 
     threading.Thread(target=drain, daemon=True).start()
-    return stop
+    return stop, reads
 
 
 @pytest.mark.parametrize("stop", ["on_hook", "close"])
@@ -302,7 +318,7 @@ def test_shutdown_during_tones_stops_them_and_releases_the_line(
     fifo = tmp_path / "paced.raw"
     os.mkfifo(fifo)
     tap.add("paced", fifo)
-    done = real_time_consumer(fifo, 16000)  # 8 kHz mono in real time
+    done, reads = real_time_consumer(fifo, 16000)  # 8 kHz mono in real time
     line = make_line(device="paced")
     line.open()
     line.off_hook()
@@ -317,7 +333,8 @@ def test_shutdown_during_tones_stops_them_and_releases_the_line(
     sender = threading.Thread(target=send)
     sender.start()
     wait_until(lambda: line.status()["hook"] == "off-hook" and relay_pin().state, timeout=5)
-    time.sleep(0.3)
+    # Playing: the device has taken a few periods' worth (of 3 s of tones).
+    wait_until(lambda: sum(reads) >= 4000, timeout=10)
     getattr(line, stop)()  # the shutdown path, from another thread
     sender.join(5)
     done.set()

@@ -156,3 +156,73 @@ def test_onhook_reports_a_line_it_cannot_open(tmp_path: Path) -> None:
     assert result.stderr.startswith("m: did not open (line 'm': the modem at /nonexistent")
     assert result.stderr.rstrip().endswith("check that the line is on hook")
     assert "Traceback" not in result.stderr
+
+
+# -- passwd -------------------------------------------------------------------------
+
+
+def passwd(tmp_path: Path, *args: str, stdin: str = "long enough\n"
+           ) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "g.toml"
+    config.touch()
+    return subprocess.run([sys.executable, "-m", "gateway", "passwd", *args, "--config",
+                           str(config)], input=stdin, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(("commands", "wrong"), [
+    ("SendDTMF,Bogus", "unknown command 'Bogus'"),
+    ("SendDTMF,Transfer", "unknown command 'Transfer'"),
+    (",", "no command named"),
+    ("", "no command named"),
+])
+def test_passwd_refuses_commands_the_api_does_not_have(
+    tmp_path: Path, commands: str, wrong: str
+) -> None:
+    result = passwd(tmp_path, "bob", "--commands", commands)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (f"dtmf-gateway: error: --commands {commands!r}: {wrong}; the "
+                             "commands are SendDTMF, Call, HangUp, ListActiveCalls, or * for all\n")
+    assert not (tmp_path / "users.toml").exists()
+
+
+def test_passwd_commands_are_matched_as_the_api_matches_them(tmp_path: Path) -> None:
+    from gateway.auth import load_users
+
+    result = passwd(tmp_path, "bob", "--commands", " senddtmf, ListActiveCalls ")
+    assert result.returncode == 0, result.stderr
+    bob = load_users(tmp_path / "users.toml")["bob"]
+    assert (bob.may("SendDTMF"), bob.may("ListActiveCalls"), bob.may("Call")) == (
+        True, True, False)
+    # A new password without --commands keeps what the user may do.
+    assert passwd(tmp_path, "bob", stdin="another one\n").returncode == 0
+    assert load_users(tmp_path / "users.toml")["bob"].commands == bob.commands
+
+
+def test_a_users_file_with_a_command_unknown_here_still_loads(tmp_path: Path) -> None:
+    """Written by hand, or by an older version: it loads, and saving another
+    user keeps it as it is."""
+    from gateway.auth import hash_password, load_users, save_user
+
+    users = tmp_path / "users.toml"
+    users.write_text(f'[users.old]\npassword = "{hash_password("old password")}"\n'
+                     'commands = ["SendDTMF", "Transfer"]\n')
+    save_user(users, "new", "new password", ["Call"])
+    loaded = load_users(users)
+    assert loaded["old"].commands == {"senddtmf", "transfer"}
+    assert loaded["new"].commands == {"call"}
+
+
+def test_the_api_and_the_users_file_know_the_same_commands() -> None:
+    from gateway.api.views import COMMANDS
+    from gateway.auth import COMMAND_NAMES
+
+    assert set(COMMAND_NAMES) == {"SendDTMF", "Call", "HangUp", "ListActiveCalls"}
+    assert sorted(name for name, _ in COMMANDS.values()) == sorted(COMMAND_NAMES)
+    assert all(key == name.lower() for key, (name, _) in COMMANDS.items())
+
+
+def test_passwd_help_says_how_long_a_password_must_be() -> None:
+    result = cli("passwd", "--help")
+    assert result.returncode == 0
+    assert "at least 8 characters" in " ".join(result.stdout.split())
+    assert "SendDTMF, Call, HangUp, ListActiveCalls" in " ".join(result.stdout.split())

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
+from tests.service_process import GatewayProcess
 from tests.support import MULTIMON, decode_wav
-from tests.test_server import Server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 try:
@@ -75,13 +75,13 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    s = Server(tmp_path, CONFIG)
+def server(tmp_path: Path) -> Iterator[GatewayProcess]:
+    s = GatewayProcess(tmp_path, CONFIG)
     yield s
     s.stop()
 
 
-def api(server: Server, **params: str) -> str:
+def api(server: GatewayProcess, **params: str) -> str:
     query = urllib.parse.urlencode({"Username": USER, "Password": PASSWORD, **params})
     with urllib.request.urlopen(f"{server.base}/api?{query}", timeout=30) as answer:
         body: bytes = answer.read()
@@ -112,7 +112,7 @@ class Console:
 
 
 @pytest.mark.parametrize("width", list(VIEWPORTS))
-def test_sign_in_place_a_call_press_keys_and_hang_up(browser: Browser, server: Server,
+def test_sign_in_place_a_call_press_keys_and_hang_up(browser: Browser, server: GatewayProcess,
                                                      width: str) -> None:
     context = browser.new_context(**VIEWPORTS[width])
     tab = Console(context.new_page(), server.base, width)
@@ -213,7 +213,7 @@ def test_sign_in_place_a_call_press_keys_and_hang_up(browser: Browser, server: S
 
 
 def test_without_javascript_every_action_is_a_plain_form(browser: Browser,
-                                                           server: Server) -> None:
+                                                           server: GatewayProcess) -> None:
     context = browser.new_context(java_script_enabled=False, **VIEWPORTS["desktop"])
     tab = Console(context.new_page(), server.base, "nojs")
     page = tab.page

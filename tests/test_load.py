@@ -191,9 +191,13 @@ def test_requests_beyond_the_queue_bound_get_802_and_the_rest_run(tmp_path: Path
         deadline = time.monotonic() + 60
         while len(order.by_line["line1"]) < 1 + queue_size and time.monotonic() < deadline:
             time.sleep(0.01)
-        # The refused ones are answered while the line is still held.
-        time.sleep(0.5)
-        refused_while_held = gateway.metrics.commands.labels("SendDTMF", "802")._value.get()
+        # The refused ones are answered while the line is still held: none of
+        # them waits for the line to be free.
+        refused = gateway.metrics.commands.labels("SendDTMF", "802")._value
+        deadline = time.monotonic() + 60
+        while refused.get() < flood - queue_size and time.monotonic() < deadline:
+            time.sleep(0.01)
+        refused_while_held = refused.get()
         gate.set()
         flood_thread.join(120)
         plug_thread.join(30)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -143,3 +145,35 @@ def test_a_hook_that_does_not_change_fails_and_stops_there() -> None:
         ("open", True), ("off hook", False), ("close", True)]
     assert report.steps[1].detail == "the driver reports on-hook"
     assert driver.closed == 1
+
+
+@pytest.mark.parametrize("command", ["onhook", "selftest"])
+@pytest.mark.parametrize(("device", "asoundrc"), [
+    # No such card in the system's own configuration.
+    ("hw:CARD=nosuch,DEV=0", None),
+    # A machine without a sound card: even "default" resolves to nothing.
+    ("default", "# no devices\n"),
+])
+def test_a_missing_device_is_one_clear_line_without_alsa_libs_own(
+    tmp_path: Path, command: str, device: str, asoundrc: str | None
+) -> None:
+    """alsa-lib writes its own ``ALSA lib ...`` lines to stderr unless told
+    otherwise: the one line naming the line and the device is all a user sees."""
+    config = tmp_path / "g.toml"
+    config.write_text(f'[[line]]\nname = "hat"\ndriver = "alsa"\ndevice = "{device}"\n')
+    env = dict(os.environ)
+    env.pop("ALSA_CONFIG_PATH", None)
+    if asoundrc is not None:
+        (tmp_path / "asoundrc").write_text(asoundrc)
+        env["ALSA_CONFIG_PATH"] = str(tmp_path / "asoundrc")
+    result = subprocess.run([sys.executable, "-m", "gateway", command, "--config", str(config)],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 1
+    assert "ALSA lib" not in result.stdout + result.stderr, result.stderr
+    said = f"line 'hat': ALSA device '{device}': "
+    if command == "onhook":
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith(
+            f"hat: did not open ({said}"), result.stderr
+    else:
+        assert result.stderr == ""
+        assert f"  FAIL  open            LineFault: {said}" in result.stdout

@@ -16,7 +16,7 @@ from flask import current_app, request
 
 from gateway import ozml
 from gateway.api.responses import element
-from gateway.auth import AddressPolicy, Lockout, Users
+from gateway.auth import COMMAND_NAMES, AddressPolicy, Lockout, Users
 from gateway.calls import Call, Gateway
 from gateway.codes import MESSAGES, Code
 from gateway.commandlog import CommandLog, CommandRecord
@@ -183,11 +183,16 @@ def list_active_calls(params: Params) -> tuple[str, None]:
 
 
 Handler = Callable[[Params], tuple[str, Call | None]]
+HANDLERS: dict[str, Handler] = {
+    "SendDTMF": send_dtmf,
+    "Call": place_call,
+    "HangUp": hang_up,
+    "ListActiveCalls": list_active_calls,
+}
+#: By lower-cased name: the API matches names without regard to case. The
+#: names are auth's (``passwd --commands`` checks against them): one list.
 COMMANDS: dict[str, tuple[str, Handler]] = {
-    "senddtmf": ("SendDTMF", send_dtmf),
-    "call": ("Call", place_call),
-    "hangup": ("HangUp", hang_up),
-    "listactivecalls": ("ListActiveCalls", list_active_calls),
+    name.lower(): (name, HANDLERS[name]) for name in COMMAND_NAMES
 }
 
 

@@ -19,8 +19,10 @@ closed, so the next command opens the device afresh.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -75,6 +77,52 @@ class AlsaOptions:
     @property
     def frames_per_period(self) -> int:
         return self.period_size if self.period_size is not None else self.rate // 100
+
+
+_error_handler_lock = threading.Lock()
+_error_handler: Any = None  # the ctypes callback: alive for as long as alsa-lib may call it
+
+
+def _alsa_lib_errors_to_log() -> None:
+    """alsa-lib's own error lines to this module's log (debug), not to stderr.
+
+    alsa-lib prints an ``ALSA lib ...`` line to stderr for each step of a PCM
+    name it cannot resolve (eight for a missing ``default``), before
+    pyalsaaudio raises the one error that matters, which names the device.
+    pyalsaaudio does not expose ``snd_lib_error_set_handler``, so it is set
+    here once, on the libasound that pyalsaaudio uses.
+    """
+    global _error_handler
+    with _error_handler_lock:
+        if _error_handler is not None:
+            return
+        import ctypes
+
+        try:
+            # The soname pyalsaaudio links against: dlopen hands back that same library.
+            set_handler = ctypes.CDLL("libasound.so.2").snd_lib_error_set_handler
+        except (OSError, AttributeError) as exc:
+            log.debug("alsa-lib's error lines stay on stderr: %s", exc)
+            _error_handler = False
+            return
+
+        # void (*)(const char *file, int line, const char *function, int err,
+        # const char *fmt, ...): the arguments after fmt are not read (ctypes
+        # has no variadic callbacks), so the format is logged unexpanded.
+        def handler(file: bytes | None, line: int, function: bytes | None, err: int,
+                    fmt: bytes | None) -> None:
+            with contextlib.suppress(Exception):  # an exception must not cross into C
+                log.debug("alsa-lib %s:%d (%s): %s%s", _text(file), line, _text(function),
+                          _text(fmt), f" ({os.strerror(abs(err))})" if err else "")
+
+        prototype = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                                     ctypes.c_int, ctypes.c_char_p)
+        _error_handler = prototype(handler)
+        set_handler(_error_handler)
+
+
+def _text(raw: bytes | None) -> str:
+    return raw.decode(errors="replace") if raw else "?"
 
 
 class PcmLike(Protocol):
@@ -219,6 +267,7 @@ class AlsaLine(LineDriver):
                     "(pip install 'dtmf-gateway[alsa]'; it needs libasound2-dev to build)"
                 ) from exc
             self._alsa = alsaaudio
+            _alsa_lib_errors_to_log()
         alsa = self._alsa
         channels = opts.routing.channels
         try:
