@@ -266,7 +266,9 @@ def test_a_fault_on_one_line_leaves_another_playing(tap: AlsaTap, tmp_path: Path
     thread.start()
     healthy.emit(plan(ALL_KEYS))
     thread.join(10)
-    assert len(faults) == 1 and "line 'a'" in str(faults[0])
+    # The fault is the dying device's, and only its line went on hook.
+    assert len(faults) == 1 and "ALSA device 'dies'" in str(faults[0])
+    assert dying.hook is HookState.ON_HOOK and dying.fault is not None and healthy.fault is None
     assert healthy.hook is HookState.OFF_HOOK and relay_pin().state is True
     healthy.close()
     dying.close()

@@ -94,7 +94,7 @@ def test_missing_device_is_801_and_the_next_command_finds_it(
     api = api_for(make_app([alsa_line(device="usbcard")], tones=TONES))
     answer = api(command="Call", Dialed="1")
     assert answer.code == 801
-    assert answer.message == ("Line 'line1' fault: line 'line1': ALSA device 'usbcard': "
+    assert answer.message == ("Line 'line1' fault: ALSA device 'usbcard': "
                               "No such file or directory [usbcard]")
     assert pin_factory("mock").pin(RELAY).state is False
     tap.add("usbcard")  # plugged in
@@ -116,7 +116,7 @@ def test_device_failing_mid_senddtmf_is_801_on_hook_then_works_again(
     answer = api(command="SendDTMF", CallId=call_id, Keys="1234567890" * 3, Party="all")
     assert answer.code == 801
     assert answer.message.startswith(
-        "Line 'line1' fault: line 'line1': ALSA device 'flaky': Input/output error")
+        "Line 'line1' fault: ALSA device 'flaky': Input/output error")
     reader.join(5)
     assert relay_history() == [False, True, False]
     assert api(command="ListActiveCalls").root.findall("ActiveCalls/Call") == []

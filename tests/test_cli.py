@@ -153,7 +153,7 @@ def test_onhook_reports_a_line_it_cannot_open(tmp_path: Path) -> None:
         '[[line]]\nname = "m"\ndriver = "modem"\nport = "/nonexistent/ttyACM9"\n')
     result = cli("onhook", "--config", str(tmp_path / "g.toml"))
     assert result.returncode == 1
-    assert result.stderr.startswith("m: did not open (line 'm': the modem at /nonexistent")
+    assert result.stderr.startswith("m: did not open (the modem at /nonexistent")
     assert result.stderr.rstrip().endswith("check that the line is on hook")
     assert "Traceback" not in result.stderr
 

@@ -102,7 +102,7 @@ def test_fault_mid_sequence_with_commands_queued_behind_it(tmp_path: Path) -> No
     answers = state["answers"]
     assert answers["12345"].code == 801
     assert answers["12345"].message == (
-        "Line 'line1' fault: line 'line1': simulated hardware fault")
+        "Line 'line1' fault: simulated hardware fault")
     # The fault ended the call: what was queued for it finds no call, at once.
     assert {k: a.code for k, a in answers.items() if k != "12345"} == {
         k: 601 for k in "67890"}

@@ -614,7 +614,7 @@ def test_sim_url_recorder_refuses_a_directory_it_cannot_use(tmp_path: Path) -> N
     built = build_line("modem", "modem1", options, ToneSettings())
     try:
         assert built.recorder is not None
-        with pytest.raises(LineFault, match=r"^line 'modem1': .* is not a directory$"):
+        with pytest.raises(LineFault, match=r"^.* is not a directory$"):
             built.recorder.begin("x")
     finally:
         built.close()

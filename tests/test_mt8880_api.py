@@ -98,7 +98,7 @@ def test_chip_dying_mid_call_is_801_on_hook_and_next_call_works(
     chip.set_fault(Fault.ABSENT)
     answer = api(app, command="SendDTMF", CallId=call_id, Keys="123", Party="all")
     assert answer.code == 801
-    assert answer.message.startswith("Line 'm1' fault: line 'm1': MT8880 did not answer")
+    assert answer.message.startswith("Line 'm1' fault: MT8880 did not answer")
     assert driver.hook.value == "on-hook"
     assert api(app, command="ListActiveCalls").root.findall("ActiveCalls/Call") == []
     # The chip is put back (it powers up uninitialised): the next call opens

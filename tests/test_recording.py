@@ -196,7 +196,7 @@ def test_open_refuses_a_record_dir_it_cannot_use(tmp_path: Path, where: str) -> 
     with pytest.raises(LineFault) as fault:
         built.driver.open()
     message = str(fault.value)
-    assert message.startswith(f"line 'line1': cannot record calls in {tmp_path / where}: ")
+    assert message.startswith(f"cannot record calls in {tmp_path / where}: ")
     assert message.endswith("afile is not a directory" if where == "afile/rec"
                             else "creating a file in /proc failed: No such file or directory")
     assert built.driver.hook is HookState.ON_HOOK
@@ -213,8 +213,8 @@ def test_a_directory_that_goes_bad_faults_the_line_before_it_seizes(tmp_path: Pa
 
 
 def test_check_directory_leaves_nothing_behind(tmp_path: Path) -> None:
-    check_directory("line1", tmp_path / "a" / "b")
-    check_directory("line1", tmp_path)
+    check_directory(tmp_path / "a" / "b")
+    check_directory(tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -224,7 +224,7 @@ def test_files_that_cannot_be_written_fail_begin_with_a_line_fault(tmp_path: Pat
         pytest.skip("no /dev/full")
     recorder = StreamingRecorder("line1", tmp_path, RATE, 1, 60.0)
     (tmp_path / "wavfull.wav").symlink_to("/dev/full")
-    with pytest.raises(LineFault, match=r"^line 'line1': cannot record the call: creating "
+    with pytest.raises(LineFault, match=r"^cannot record the call: creating "
                        rf"{re.escape(str(tmp_path))}/wavfull\.wav: No space left on device$"):
         recorder.begin("wavfull")
     (tmp_path / "logfull.log").symlink_to("/dev/full")
@@ -311,7 +311,7 @@ def test_a_disk_that_fills_mid_command_is_a_fault_on_hook_and_the_audio_stays(
         built.recorder.end("full")
         print(json.dumps({"fault": fault, "hook": hook}))
     """, 44 + 16000, tmp_path)
-    assert result["fault"] == (f"line 'line1': cannot record the call: writing "
+    assert result["fault"] == (f"cannot record the call: writing "
                                f"{tmp_path}/rec/full.wav: File too large")
     assert result["hook"] == "on-hook"
     assert decode_wav(tmp_path / "rec" / "full.wav") == "12345"

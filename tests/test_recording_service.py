@@ -78,7 +78,7 @@ def test_a_bad_record_dir_at_start_up_faults_its_line_and_the_others_serve(
         status, report = health(proc)
         assert status == 503
         fault = str(report["bad"]["fault"])
-        assert fault.startswith("line 'bad': cannot record calls in ")
+        assert fault.startswith("cannot record calls in ")
         assert "afile is not a directory" in fault or "/proc failed" in fault
         assert report["good"]["fault"] is None
         assert (line_up(proc, "bad"), line_up(proc, "good")) == (0.0, 1.0)
@@ -86,7 +86,7 @@ def test_a_bad_record_dir_at_start_up_faults_its_line_and_the_others_serve(
         assert code == 200 and line_of(proc, first) == "good"
         # With the healthy line busy, the faulted one is tried again, and says why.
         code, message, _ = call_on(proc)
-        assert code == 801 and message.startswith("Line 'bad' fault: line 'bad': cannot record")
+        assert code == 801 and message.startswith("Line 'bad' fault: cannot record")
         assert code_of(proc.api(command="HangUp", CallId=first))[0] == 200
     finally:
         assert proc.stop() == 0
@@ -104,7 +104,7 @@ def test_a_record_dir_that_goes_bad_faults_the_line_and_the_next_call_takes_anot
         (tmp_path / "rec1").write_text("where the recordings were")
         code, message, _ = call_on(proc)
         assert code == 801, message
-        assert message == (f"Line 'one' fault: line 'one': cannot record calls in "
+        assert message == (f"Line 'one' fault: cannot record calls in "
                            f"{tmp_path}/rec1: {tmp_path}/rec1 is not a directory")
         status, report = health(proc)
         assert status == 503 and "rec1 is not a directory" in str(report["one"]["fault"])
@@ -141,7 +141,7 @@ def test_a_disk_that_fills_mid_command_answers_801_and_leaves_a_valid_recording(
         assert code == 200
         code, message = code_of(proc.api(command="SendDTMF", CallId=full, Keys="1234567890",
                                          Party="all", Duration="100", Gap="100"))
-        assert (code, message) == (801, f"Line 'line1' fault: line 'line1': cannot record "
+        assert (code, message) == (801, f"Line 'line1' fault: cannot record "
                                         f"the call: writing {rec}/{full}.wav: File too large")
         assert health(proc)[0] == 503
         # The fault ended the call; what was written before it stays, valid.

@@ -73,7 +73,7 @@ def test_a_missing_device_fails_its_line_only(
     status = main(["selftest", "--config", str(write_config(tmp_path, device="nosuch"))])
     out = capsys.readouterr().out
     assert status == 1
-    assert ("  FAIL  open            LineFault: line 'hat': ALSA device 'nosuch': "
+    assert ("  FAIL  open            LineFault: ALSA device 'nosuch': "
             "No such file or directory [nosuch]") in out
     assert "hat: FAIL" in out and "sim: PASS" in out
     assert out.rstrip().endswith("2 line(s): 1 passed, 1 failed (hat)")
@@ -92,7 +92,7 @@ def test_device_dying_during_the_tones(
                    "--line", "hat"])
     out = capsys.readouterr().out
     assert status == 1
-    assert ("  FAIL  tones           LineFault: line 'hat': ALSA device 'dying': "
+    assert ("  FAIL  tones           LineFault: ALSA device 'dying': "
             "Input/output error") in out
     assert "  PASS  close" in out and "sim" not in out
     states = [s.state for s in pin_factory("mock").pin(RELAY).states]
@@ -170,7 +170,7 @@ def test_a_missing_device_is_one_clear_line_without_alsa_libs_own(
                             capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 1
     assert "ALSA lib" not in result.stdout + result.stderr, result.stderr
-    said = f"line 'hat': ALSA device '{device}': "
+    said = f"ALSA device '{device}': "
     if command == "onhook":
         assert result.stderr.count("\n") == 1 and result.stderr.startswith(
             f"hat: did not open ({said}"), result.stderr

@@ -79,7 +79,8 @@ def _mt8880_line(name: str, options: Any, engine: ToneEngine) -> BuiltLine:
     chip = MT8880Simulator.for_options(factory, options, relay_pin=gpio.hook_relay_pin,
                                        relay_active_high=gpio.hook_relay_active_high,
                                        strict=False)
-    recorder = ChipRecorder(Path(options.record_dir), chip, engine) if options.record_dir else None
+    recorder = (ChipRecorder(name, Path(options.record_dir), chip, engine)
+                if options.record_dir else None)
     return BuiltLine(MT8880Line(name, options, engine, pin_factory=factory), recorder)
 
 

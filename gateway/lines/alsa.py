@@ -263,7 +263,7 @@ class AlsaLine(LineDriver):
                 import alsaaudio
             except ImportError as exc:
                 raise LineFault(
-                    f"line {self.name!r}: pyalsaaudio is not installed "
+                    "pyalsaaudio is not installed "
                     "(pip install 'dtmf-gateway[alsa]'; it needs libasound2-dev to build)"
                 ) from exc
             self._alsa = alsaaudio
@@ -282,7 +282,7 @@ class AlsaLine(LineDriver):
                 periods=opts.periods,
             )
         except alsa.ALSAAudioError as exc:
-            raise LineFault(f"line {self.name!r}: ALSA device {opts.device!r}: {exc}") from exc
+            raise LineFault(f"ALSA device {opts.device!r}: {exc}") from exc
         info = pcm.info()
         got = (info["rate"], info["channels"], info["format_name"])
         if got != (opts.rate, channels, "S16_LE"):
@@ -290,7 +290,7 @@ class AlsaLine(LineDriver):
             # pyalsaaudio takes whatever hw params the device settles on; a
             # hw: device does no conversion, so say what would work.
             raise LineFault(
-                f"line {self.name!r}: ALSA device {opts.device!r} plays {got[0]} Hz, "
+                f"ALSA device {opts.device!r} plays {got[0]} Hz, "
                 f"{got[1]} channel(s), {got[2]}, not {opts.rate} Hz, {channels} channel(s), "
                 "S16_LE: use its plughw: name, or set rate and routing.channels to what it plays"
             )
@@ -313,7 +313,7 @@ class AlsaLine(LineDriver):
     # -- hook ------------------------------------------------------------------
     def off_hook(self) -> None:
         if not self._opened:
-            raise LineFault(f"line {self.name!r} is not open")
+            raise LineFault("the line is not open")
         self._hook = HookState.OFF_HOOK
         try:
             self.control.off_hook()
@@ -336,14 +336,14 @@ class AlsaLine(LineDriver):
 
     def _require_off_hook(self, what: str) -> None:
         if self._hook is not HookState.OFF_HOOK:
-            raise LineFault(f"line {self.name!r} is on hook: {what} would reach nobody")
+            raise LineFault(f"the line is on hook: {what} would reach nobody")
 
     def _play(self, mono: Samples, party: Party) -> None:
         routing = self.options.routing
         frames = route(mono, routing.channels, routing.channels_for(party))
         data = np.ascontiguousarray(frames, dtype="<i2").tobytes()
         # Faults name the line first: the API reports them as that line's.
-        where = f"line {self.name!r}: ALSA device {self.options.device!r}"
+        where = f"ALSA device {self.options.device!r}"
         with self._pcm_lock:
             try:
                 self._open_pcm()  # after a fault: the device may be back

@@ -161,7 +161,7 @@ class LineDriver(ABC):
 
     def speak(self, text: str, language: str | None = None, party: Party = Party.ALL) -> None:
         """Say ``text`` on the line. Tone-only hardware raises NotSupported."""
-        raise NotSupported(f"line {self.name!r} ({self.driver_name}) cannot speak")
+        raise NotSupported(f"a {self.driver_name} line cannot speak")
 
     def place_call(
         self, dialed: str, timing: Timing, call_timing: CallTiming | None = None

@@ -339,12 +339,12 @@ class LineControl:
             if not opts.configured:
                 return
             # Faults name the line first: the API reports them as that line's.
-            where = f"line {self.line!r}: GPIO"
+            where = "GPIO"
             try:
                 factory = self._factory if self._factory is not None else pin_factory(
                     opts.pin_factory)
             except LineFault as exc:
-                raise LineFault(f"line {self.line!r}: {exc}") from exc
+                raise LineFault(str(exc)) from exc
             try:
                 from gpiozero import DigitalInputDevice, DigitalOutputDevice
             except ImportError as exc:  # pragma: no cover - gpiozero is a dependency
@@ -456,7 +456,7 @@ class LineControl:
             time.sleep(opts.hook_settle_ms / 1000)
         if not self._off_hook:
             # on_hook() came in meanwhile (shutdown, a signal): not a seizure.
-            raise LineFault(f"line {self.line!r}: put on hook while going off hook")
+            raise LineFault("put on hook while going off hook")
         sense = self.loop_current
         if sense is not None and not sense.wait_for_active(opts.loop_current_wait_ms / 1000):
             self.on_hook()
@@ -484,7 +484,7 @@ class LineControl:
                 log.error("line %s: %s", self.line, self.fault)
 
     def _fault(self, message: str) -> LineFault:
-        self.fault = f"line {self.line!r}: {message}"
+        self.fault = message
         return LineFault(self.fault)
 
     @property

@@ -464,7 +464,7 @@ class ModemLine(LineDriver):
     @property
     def _label(self) -> str:
         # The API finds the line a LineFault is about from "line '<name>':" first.
-        return f"line {self.name!r}: the modem at {self.url}"
+        return f"the modem at {self.url}"
 
     # -- lifecycle ---------------------------------------------------------------
     def open(self) -> None:
@@ -580,7 +580,7 @@ class ModemLine(LineDriver):
     def emit(self, plan: TonePlan, party: Party = Party.ALL) -> None:
         # A modem has one audio path: every party hears the tones.
         if self._hook is not HookState.OFF_HOOK:
-            raise LineFault(f"line {self.name!r} is on hook: tones would reach nobody")
+            raise LineFault("the line is on hook: tones would reach nobody")
         try:
             self._emit(plan)
         except LineFault as exc:

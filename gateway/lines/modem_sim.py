@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from gateway.keys import KEYS
-from gateway.lines.recording import CallRecorder, check_directory, save_wav
+from gateway.lines.recording import RenderedRecorder
 from gateway.tones import Samples, ToneEngine
 
 log = logging.getLogger(__name__)
@@ -566,34 +566,17 @@ class SimulatedModem:
         return result
 
 
-class SimulatedModemRecorder(CallRecorder):
+class SimulatedModemRecorder(RenderedRecorder[int]):
     """Each call's ``<CallId>.wav``: what the simulated modem played between
     the call's start and end, rendered by the tone engine when it ends (at
     most ``max_seconds`` of it)."""
 
     def __init__(self, line: str, simulator: SimulatedModem, engine: ToneEngine,
                  directory: Path, max_seconds: float) -> None:
-        super().__init__(directory)
-        self.line = line
+        super().__init__(line, directory, engine.settings.rate, max_seconds, simulator.mark,
+                         lambda since, limit: simulator.render(engine, since=since,
+                                                               max_samples=limit))
         self.simulator = simulator
-        self.engine = engine
-        self.max_seconds = max_seconds
-        self._marks: dict[str, int] = {}
-
-    def begin(self, call_id: str) -> None:
-        check_directory(self.line, self.directory)
-        self._marks[call_id] = self.simulator.mark()
-
-    def end(self, call_id: str) -> None:
-        mark = self._marks.pop(call_id, None)
-        if mark is None:
-            return
-        limit = self.engine.settings.samples(self.max_seconds * 1000)
-        audio = self.simulator.render(self.engine, since=mark, max_samples=limit)
-        if len(audio) >= limit:
-            log.warning("line %s: call %s: recording stopped: max_record_s (%g s) reached",
-                        self.line, call_id, self.max_seconds)
-        save_wav(self.line, self.path(call_id), audio, self.engine.settings.rate)
 
 
 def _release(directory: Path, fds: tuple[int, ...]) -> None:

@@ -671,7 +671,7 @@ class MT8880Line(LineDriver):
 
     def _ready_chip(self) -> MT8880:
         if self.chip is None:
-            raise LineFault(f"line {self.name!r} is not open")
+            raise LineFault("the line is not open")
         return self.chip
 
     # -- hook ------------------------------------------------------------------------
@@ -705,7 +705,7 @@ class MT8880Line(LineDriver):
         """Record a fault, drop the line, and give the exception to raise."""
         self.fault = message
         self.on_hook()
-        return LineFault(f"line {self.name!r}: {message}")
+        return LineFault(message)
 
     # -- signalling --------------------------------------------------------------------
     def emit(self, plan: TonePlan, party: Party = Party.ALL) -> None:
@@ -713,7 +713,7 @@ class MT8880Line(LineDriver):
         with self._lock:
             chip = self._ready_chip()
             if self._hook is not HookState.OFF_HOOK:
-                raise LineFault(f"line {self.name!r} is on hook: tones would reach nobody")
+                raise LineFault("the line is on hook: tones would reach nobody")
             self._in_emit = True
             try:
                 if chip.burst_mode:
@@ -727,7 +727,7 @@ class MT8880Line(LineDriver):
                 raise
             except LineFault as exc:
                 self._silence(chip)
-                raise self._fail(str(exc).removeprefix(f"line {self.name!r}: ")) from exc
+                raise self._fail(str(exc)) from exc
             except Exception as exc:
                 self._silence(chip)
                 raise self._fail(f"MT8880: {exc}") from exc

@@ -62,9 +62,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from gpiozero.pins.mock import MockFactory, MockPin
 
-from gateway.errors import LineFault
-from gateway.lines.recording import CallRecorder
-from gateway.tones import Samples, ToneEngine, write_wav
+from gateway.lines.recording import DEFAULT_MAX_RECORD_S, RenderedRecorder
+from gateway.tones import Samples, ToneEngine
 
 if TYPE_CHECKING:
     from gateway.lines.mt8880 import MT8880Options
@@ -742,33 +741,16 @@ class MT8880Simulator:
         self.close()
 
 
-class ChipRecorder(CallRecorder):
+class ChipRecorder(RenderedRecorder[float]):
     """Each call's audio on a simulated chip's line: what TONE emitted while
     the hook relay was closed, from the call's start to its end, rendered
     with the tone engine when the call ends."""
 
-    def __init__(self, directory: Path, simulator: MT8880Simulator, engine: ToneEngine) -> None:
-        super().__init__(directory)
+    def __init__(self, line: str, directory: Path, simulator: MT8880Simulator,
+                 engine: ToneEngine, max_seconds: float = DEFAULT_MAX_RECORD_S) -> None:
+        super().__init__(line, directory, engine.settings.rate, max_seconds, time.monotonic,
+                         lambda started, _: simulator.line_audio(engine, started))
         self.simulator = simulator
-        self.engine = engine
-        self._started: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def begin(self, call_id: str) -> None:
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise LineFault(f"recordings: cannot create {self.directory}: {exc.strerror}") from exc
-        with self._lock:
-            self._started[call_id] = time.monotonic()
-
-    def end(self, call_id: str) -> None:
-        with self._lock:
-            started = self._started.pop(call_id, None)
-        if started is None:
-            return
-        audio = self.simulator.line_audio(self.engine, started)
-        write_wav(self.path(call_id), audio, self.engine.settings.rate)
 
 
 __all__ = [

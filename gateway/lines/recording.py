@@ -26,8 +26,9 @@ import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Generic, NoReturn, TypeVar
 
 import numpy as np
 
@@ -35,6 +36,8 @@ from gateway.errors import LineFault
 from gateway.tones import Samples
 
 log = logging.getLogger(__name__)
+
+Mark = TypeVar("Mark")
 
 #: ``max_record_s`` bounds: a 48 kHz recording of 8 channels stays under the
 #: 4 GiB a WAV header can count.
@@ -64,13 +67,49 @@ class CallRecorder(ABC):
         """The call ended: finish its files. Never raises for a call not begun."""
 
 
-def recording_fault(line: str, doing: str, path: Path, exc: OSError) -> LineFault:
+class RenderedRecorder(CallRecorder, Generic[Mark]):
+    """For a simulator that keeps what it played: at a call's start ``mark()``
+    says where the simulator is; at its end ``render(mark, max_samples)``
+    gives the audio since then, saved as the call's WAV (at most
+    ``max_seconds`` of it)."""
+
+    def __init__(self, line: str, directory: Path, rate: int, max_seconds: float,
+                 mark: Callable[[], Mark], render: Callable[[Mark, int], Samples]) -> None:
+        super().__init__(directory)
+        self.line = line
+        self.rate = rate
+        self.max_seconds = max_seconds
+        self._mark = mark
+        self._render = render
+        self._marks: dict[str, Mark] = {}
+        self._lock = threading.Lock()
+
+    def begin(self, call_id: str) -> None:
+        check_directory(self.directory)
+        mark = self._mark()
+        with self._lock:
+            self._marks[call_id] = mark
+
+    def end(self, call_id: str) -> None:
+        with self._lock:
+            if call_id not in self._marks:
+                return
+            mark = self._marks.pop(call_id)
+        limit = round(self.rate * self.max_seconds)
+        audio = self._render(mark, limit)[:limit]
+        if len(audio) >= limit:
+            log.warning("line %s: call %s: recording stopped: max_record_s (%g s) reached",
+                        self.line, call_id, self.max_seconds)
+        save_wav(self.path(call_id), audio, self.rate)
+
+
+def recording_fault(doing: str, path: Path, exc: OSError) -> LineFault:
     """The LineFault for a recording that failed, in words a person can act on."""
     reason = exc.strerror or str(exc)
-    return LineFault(f"line {line!r}: cannot record the call: {doing} {path}: {reason}")
+    return LineFault(f"cannot record the call: {doing} {path}: {reason}")
 
 
-def check_directory(line: str, directory: Path) -> None:
+def check_directory(directory: Path) -> None:
     """Raise LineFault unless recordings can be made in ``directory``.
 
     A directory that does not exist yet is fine when the nearest one that
@@ -83,14 +122,14 @@ def check_directory(line: str, directory: Path) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise LineFault(f"line {line!r}: cannot record calls in {directory}: "
+        raise LineFault(f"cannot record calls in {directory}: "
                         f"{existing} is not a directory")
     try:
         with tempfile.TemporaryFile(dir=existing) as probe:
             os.write(probe.fileno(), bytes(_HEADER_BYTES))
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise LineFault(f"line {line!r}: cannot record calls in {directory}: "
+        raise LineFault(f"cannot record calls in {directory}: "
                         f"creating a file in {existing} failed: {reason}") from exc
 
 
@@ -183,22 +222,22 @@ class WavFile:
         self._file.close()
 
 
-def save_wav(line: str, path: Path, samples: Samples, rate: int) -> None:
+def save_wav(path: Path, samples: Samples, rate: int) -> None:
     """``samples`` (mono, or interleaved frames) as a WAV file at ``path``, its
     directory created; LineFault when it cannot be written."""
     channels = 1 if samples.ndim == 1 else int(samples.shape[1])
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise recording_fault(line, "creating", path.parent, exc) from exc
+        raise recording_fault("creating", path.parent, exc) from exc
     try:
         wav = WavFile(path, rate, channels)
     except OSError as exc:
-        raise recording_fault(line, "creating", path, exc) from exc
+        raise recording_fault("creating", path, exc) from exc
     try:
         wav.write(samples)
     except OSError as exc:
-        raise recording_fault(line, "writing", path, exc) from exc
+        raise recording_fault("writing", path, exc) from exc
     finally:
         wav.close()
 
@@ -239,7 +278,7 @@ class StreamingRecorder(CallRecorder):
 
     def check(self) -> None:
         """LineFault unless this line's directory can take recordings."""
-        check_directory(self.line, self.directory)
+        check_directory(self.directory)
 
     def begin(self, call_id: str) -> None:
         with self._lock:
@@ -247,17 +286,17 @@ class StreamingRecorder(CallRecorder):
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise recording_fault(self.line, "creating", self.directory, exc) from exc
+                raise recording_fault("creating", self.directory, exc) from exc
             path = self.path(call_id)
             try:
                 wav = WavFile(path, self.rate, self.channels)
             except OSError as exc:
-                raise recording_fault(self.line, "creating", path, exc) from exc
+                raise recording_fault("creating", path, exc) from exc
             try:
                 events = _AppendFile(self.log_path(call_id))
             except OSError as exc:
                 wav.close()
-                raise recording_fault(self.line, "creating", self.log_path(call_id), exc) from exc
+                raise recording_fault("creating", self.log_path(call_id), exc) from exc
             self._call, self._wav, self._log = call_id, wav, events
             self._full, self._failed = False, None
         self.event(f"call {call_id} begins")
@@ -274,7 +313,7 @@ class StreamingRecorder(CallRecorder):
         try:
             self._log.append(f"{_stamp(time.time())} {what}\n".encode())
         except OSError as exc:
-            self._fail(recording_fault(self.line, "writing", self._log.path, exc))
+            self._fail(recording_fault("writing", self._log.path, exc))
 
     def audio(self, frames: Samples) -> None:
         """Frames that reached the line (``channels`` interleaved), appended."""
@@ -287,7 +326,7 @@ class StreamingRecorder(CallRecorder):
             try:
                 wav.write(frames[:room])
             except OSError as exc:
-                self._fail(recording_fault(self.line, "writing", wav.path, exc))
+                self._fail(recording_fault("writing", wav.path, exc))
             if len(frames) < room:
                 return
             note = (f"recording stopped: max_record_s ({self.max_seconds:g} s) reached; "

@@ -106,7 +106,7 @@ class SimulatedLine(LineDriver):
     # -- hook ------------------------------------------------------------------
     def off_hook(self) -> None:
         if not self._opened:
-            raise LineFault(f"line {self.name!r} is not open")
+            raise LineFault("the line is not open")
         if self.recorder is not None:
             # Before the loop closes: a call that could not be recorded would
             # answer 200 and leave no trace.
@@ -132,7 +132,7 @@ class SimulatedLine(LineDriver):
 
     def emit(self, plan: TonePlan, party: Party = Party.ALL) -> None:
         if self._hook is not HookState.OFF_HOOK:
-            raise LineFault(f"line {self.name!r} is on hook: tones would reach nobody")
+            raise LineFault("the line is on hook: tones would reach nobody")
         with self._faults_on_hook():
             self._emit(plan, party)
 
@@ -149,7 +149,7 @@ class SimulatedLine(LineDriver):
             self._record(frames[:cut])
             self._wait(cut / self.engine.settings.rate)
             self.fail_after_digits = None
-            raise LineFault(f"line {self.name!r}: simulated hardware fault")
+            raise LineFault("simulated hardware fault")
         if self.fail_after_digits is not None:
             self.fail_after_digits -= digits
         self._record(frames)
@@ -171,7 +171,7 @@ class SimulatedLine(LineDriver):
         # No synthesiser here: the simulation logs what would be said and spends
         # a speaking person's time on it (about 15 characters a second).
         if self._hook is not HookState.OFF_HOOK:
-            raise LineFault(f"line {self.name!r} is on hook: speech would reach nobody")
+            raise LineFault("the line is on hook: speech would reach nobody")
         seconds = min(len(text) / 15.0, 10.0)
         routing = self.options.routing
         with self._faults_on_hook():
