@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from gateway import ozml
+from gateway import notify, ozml
 from gateway.calls import notifications, script
 from gateway.calls.line import Line, LineSnapshot
 from gateway.calls.notifications import Notifier
@@ -57,7 +57,9 @@ class Gateway:
         self.timing = config.tones.timing
         self.metrics = metrics or Metrics()
         self.registry = CallRegistry()
-        self.notifier = Notifier(config.server.notify_timeout_s, self.metrics)
+        self.notifier = Notifier(config.server.notify_timeout_s, self.metrics, notify.Policy(
+            config.server.notify_allow, listen_host=config.server.host,
+            api_port=config.server.port))
         self.lines: dict[str, Line] = {}
         self._stop = threading.Event()
         for line_config in config.lines:
@@ -283,7 +285,7 @@ class Gateway:
         except OzmlError as exc:
             log.warning("call %s: the OzML %s answered cannot run: %s", call.call_id, name, exc)
             self.report_error(call, exc)
-            self._end_call(line, call, f"bad OzML from {url}")
+            self._end_call(line, call, f"bad OzML from {notify.redacted_url(url)}")
             return None
 
     def run_script(
