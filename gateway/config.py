@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from gateway.errors import ConfigError, GatewayError
 from gateway.lines import DRIVERS, driver_spec
+from gateway.notify import check_url
 from gateway.tones import (
     DURATION_MS,
     GAP_MS,
@@ -51,18 +52,26 @@ class ServerConfig:
     max_request_bytes: int = field(default=65536, metadata={"min": 1024, "max": 10485760})
     #: Where IncomingCall notifications go; empty: incoming calls are not answered.
     incoming_url: str = ""
+    #: Networks notifications may reach although they are loopback,
+    #: link-local or this machine's own (CIDR); the gateway's own API never.
+    notify_allow: list[str] = field(default_factory=list)
     #: Timeout of every outbound notification request, in seconds.
     notify_timeout_s: float = field(default=5.0, metadata={"min": 0.1, "max": 60.0})
     #: How long an HTTP request waits for its line before giving up, in seconds.
     command_timeout_s: float = field(default=300.0, metadata={"min": 1.0, "max": 3600.0})
 
     def __post_init__(self) -> None:
-        for name in ("allow", "deny"):
+        for name in ("allow", "deny", "notify_allow"):
             for net in getattr(self, name):
                 try:
                     ipaddress.ip_network(net, strict=False)
                 except ValueError:
                     raise ValueError(f"{name}: {net!r} is not a CIDR network") from None
+        if self.incoming_url:
+            try:
+                check_url(self.incoming_url)
+            except ValueError as exc:
+                raise ValueError(f"incoming_url: {exc}") from None
 
 
 @dataclass

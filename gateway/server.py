@@ -96,6 +96,7 @@ def serve(
     # A host name with several addresses ("localhost": 127.0.0.1 and ::1)
     # gives a server per address, and no single effective_port.
     port = listen_address(server)[1]
+    gateway.notifier.policy.serving_on(port)
     print(f"dtmf-gateway: serving http://{config.server.host}:{port}/api "
           f"on {lines}; web console at http://{config.server.host}:{port}/", flush=True)
     if on_ready is not None:

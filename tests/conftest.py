@@ -33,7 +33,10 @@ def make_config(tmp_path: Path) -> Callable[..., Config]:
     """A config in ``tmp_path`` with a users file holding the seed's user."""
 
     def make(lines: list[dict[str, Any]] | None = None, **sections: Any) -> Config:
-        data: dict[str, Any] = {"line": lines or [simulated_line()], **sections}
+        # Receivers listen on loopback, which the notification policy closes.
+        server = {"notify_allow": ["127.0.0.1/32"], **sections.pop("server", {})}
+        data: dict[str, Any] = {"line": lines or [simulated_line()], "server": server,
+                                **sections}
         config = from_mapping(data, base_dir=tmp_path)
         if not config.users_path.exists():
             save_user(config.users_path, USER, PASSWORD)

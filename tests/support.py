@@ -79,11 +79,12 @@ def decode_raw(path: str | Path, rate: int, channels: int = 1, channel: int = 0)
 
 
 class Receiver:
-    """An integrator's web server on loopback: records the notifications POSTed
-    to it and answers each path with the body set in ``answers`` (404 if none).
-    ``delays`` holds the answer to a path back that many seconds."""
+    """An integrator's web server on loopback (``host``): records the
+    notifications POSTed to it and answers each path with the body set in
+    ``answers`` (404 if none). ``delays`` holds the answer to a path back that
+    many seconds."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         import http.server
         import threading
         import urllib.parse
@@ -125,9 +126,9 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"http://{host}:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

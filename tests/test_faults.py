@@ -236,19 +236,20 @@ def hostile() -> Iterator[HostileIntegrator]:
 @pytest.mark.parametrize(
     ("path", "code", "message"),
     [
-        ("refused", "402", "Connection refused"),
+        ("refused", "402", "could not connect"),
         ("/trickle-body", "402", "timed out after 1 s"),
         ("/trickle-headers", "402", "timed out after 1 s"),
-        ("/binary", "402", "is not utf-8 text"),
-        ("/charset", "402", "is not x-nope text"),
+        ("/binary", "402", "not text: invalid bytes"),
+        ("/charset", "402", "not text: its charset is unknown"),
         ("/huge", "402", "larger than 262144 bytes"),
-        ("/bomb", "300", "unsafe XML refused"),
+        # What the answer held is for the log: ErrorUrl hears the class only.
+        ("/bomb", "300", "the answer to CallConnected is not OzML this gateway runs"),
         ("/error500", "402", "HTTP 500"),
         ("/loop", "402", "HTTP 302"),
         # Only http and https are followed, redirects included.
         ("/to-ftp", "402", "HTTP 302"),
         ("/to-file", "402", "HTTP 302"),
-        ("/close", "402", "Remote end closed connection"),
+        ("/close", "402", "no valid HTTP answer"),
     ],
 )
 def test_a_misbehaving_url_hangs_up_reports_and_frees_the_line(

@@ -35,6 +35,7 @@ URL_PARAMETERS = {"url", "errorurl", "finishedurl"}
 CONFIG = """
 [server]
 threads = 32
+notify_allow = ["127.0.0.1/32"]   # the loopback receiver
 [auth]
 # Failures expire at once: random credentials must not lock the fuzzer out.
 lockout_seconds = 0.0

@@ -183,7 +183,8 @@ def test_a_script_longer_than_its_bound_is_refused_before_the_call(tmp_path: Pat
 
 def test_a_forgotten_call_ends_when_idle_and_at_its_maximum_length(
         tmp_path: Path, receiver: Receiver) -> None:
-    server = LiveServer(tmp_path, "[calls]\nidle_s = 1\nmax_call_s = 4\n" + LINE)
+    server = LiveServer(tmp_path, "[server]\nnotify_allow = [\"127.0.0.1/32\"]\n"
+                        "[calls]\nidle_s = 1\nmax_call_s = 4\n" + LINE)
     try:
         forgotten = place(server, FinishedUrl=f"{receiver.url}/done")
         (finished,) = receiver.wait_for("CallFinished", timeout=30)

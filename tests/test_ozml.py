@@ -138,6 +138,9 @@ def test_url_answering_garbage_hangs_up(api: Callable[..., Answer], gateway,  # 
         ErrorUrl=f"{receiver.url}/error")
     (error,) = receiver.wait_for("Error")
     assert error["Code"] == "300"
+    # Not what the URL answered (the parser's position in it): the class only.
+    assert error["Message"] == ("Error occured during parsing message: 'the answer to "
+                                "CallConnected is not OzML this gateway runs (its log says why)'")
     wait_until(lambda: not api(command="ListActiveCalls").root.findall("ActiveCalls/Call"))
 
 

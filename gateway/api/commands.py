@@ -132,7 +132,7 @@ def place_call(params: Params) -> tuple[str, Call]:
         value = params.get(name, command) or ""
         if value:
             try:
-                check_url(value)
+                check_url(value, state().gateway.notifier.policy)
             except ValueError as exc:
                 raise invalid(name, command, str(exc)) from None
         urls[name] = value

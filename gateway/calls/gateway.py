@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from gateway import ozml
+from gateway import notify, ozml
 from gateway.calls import notifications, script
 from gateway.calls.line import Line, LineSnapshot
 from gateway.calls.notifications import Notifier
@@ -63,7 +63,9 @@ class Gateway:
         self.timing = config.tones.timing
         self.metrics = metrics or Metrics()
         self.registry = CallRegistry()
-        self.notifier = Notifier(config.server.notify_timeout_s, self.metrics)
+        self.notifier = Notifier(config.server.notify_timeout_s, self.metrics, notify.Policy(
+            config.server.notify_allow, listen_host=config.server.host,
+            api_port=config.server.port))
         self.lines: dict[str, Line] = {}
         self._stop = threading.Event()
         for line_config in config.lines:
@@ -316,15 +318,26 @@ class Gateway:
                                                cause=str(exc)))
             self._end_call(line, call, f"{name} failed: {exc}")
             return None
+        where = notify.redacted_url(url)
         try:
             commands = ozml.parse(body, self.timing)
-            self.check_script(commands, "Url")
-            return commands
         except OzmlError as exc:
-            log.warning("call %s: the OzML %s answered cannot run: %s", call.call_id, name, exc)
-            self.report_error(call, exc)
-            self._end_call(line, call, f"bad OzML from {url}")
+            # The details (an element's name, a parse position) describe what
+            # the URL answered, which may be some service on the LAN: they are
+            # for the log, ErrorUrl hears only the class of failure.
+            log.warning("call %s: the answer of %s to %s is not OzML it can run: %s",
+                        call.call_id, where, name, exc)
+            self.report_error(call, OzmlError(Code.PARSE_ERROR, f"the answer to {name} is not "
+                                              "OzML this gateway runs (its log says why)"))
+            self._end_call(line, call, f"bad OzML from {where}")
             return None
+        try:
+            self.check_script(commands, "Url")
+        except OzmlError as exc:
+            self.report_error(call, exc)
+            self._end_call(line, call, f"OzML from {where} is too long")
+            return None
+        return commands
 
     def check_script(self, commands: tuple[ozml.Command, ...], parameter: str) -> None:
         """Refuse a script that would hold its line longer than ``calls.max_script_s``."""

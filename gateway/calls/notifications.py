@@ -66,10 +66,13 @@ def error(call: Call, described: Described) -> dict[str, str]:
 
 
 class Notifier:
-    """Sends notifications with one timeout, counting the ones that fail."""
+    """Sends notifications with one timeout and one address policy, counting
+    the ones that fail."""
 
-    def __init__(self, timeout_s: float, metrics: Metrics) -> None:
+    def __init__(self, timeout_s: float, metrics: Metrics,
+                 policy: notify.Policy | None = None) -> None:
         self.timeout_s = timeout_s
+        self.policy = policy or notify.Policy()
         self._metrics = metrics
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="notify")
         self._closed = False
@@ -77,7 +80,7 @@ class Notifier:
     def fetch(self, url: str, fields: dict[str, str]) -> str:
         """POST now and return the answer (OzML). Raises NotifyError, counted."""
         try:
-            return notify.post(url, fields, self.timeout_s)
+            return notify.post(url, fields, self.timeout_s, self.policy)
         except NotifyError:
             self._failed(fields)
             raise
@@ -87,7 +90,7 @@ class Notifier:
 
         def send() -> None:
             try:
-                notify.post(url, fields, self.timeout_s)
+                notify.post(url, fields, self.timeout_s, self.policy)
             except NotifyError as exc:
                 self._failed(fields)
                 log.warning("%s", exc)
