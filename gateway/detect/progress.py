@@ -59,6 +59,8 @@ VOICE_HOPS = 3
 #: Frames without tone that close a burst.
 CLOSE_FRAMES = 3
 MARGIN = 8
+#: Frames decided on together (100 ms).
+CHUNK = 5
 #: A cluster holding this share of a burst's tone energy is present in it.
 PRESENT_SHARE = 0.15
 
@@ -133,14 +135,16 @@ class Cadence:
 
     def _consistent(self, kind: _Kind, current: _Element | None) -> bool:
         elements = self.elements + ([current] if current is not None else [])
-        if not elements:
+        if not elements or not elements[0].on:
             return False
         for e in elements:
             if e.on and e.clusters != kind.clusters:
                 return False
         pattern = kind.spec.cadence_ms
         if not pattern:
-            return len(elements) == 1 and current is not None and current.on
+            # A completed burst counts as well as one in progress, so that a
+            # recording fed in one piece gives what it gives fed in periods.
+            return len(elements) == 1 and elements[0].on
         for phase in range(0, len(pattern), 2):
             ok = True
             for i, e in enumerate(elements):
@@ -155,7 +159,8 @@ class Cadence:
 
     def _evidence(self, kind: _Kind, current: _Element | None) -> bool:
         if not kind.spec.cadence_ms:
-            return current is not None and current.seconds >= CONTINUOUS_S
+            burst = current if current is not None else self.elements[0]
+            return burst.seconds >= CONTINUOUS_S
         seen = sum(e.seconds for e in self.elements)
         done = len(self.elements)
         if current is not None and not current.on:
@@ -255,7 +260,9 @@ class ProgressDetector:
         self.cadence.reset()
         self._frame0 = 0  # absolute index of the first kept frame
         self._band = np.zeros((0, self._n_tone + 3))  # per frame: band mean squares
-        self._tonal = np.zeros(0, dtype=bool)
+        self._voice = np.zeros(0, dtype=bool)
+        self._tonal_sound = np.zeros(0, dtype=bool)
+        self._done = 0  # absolute index of the first frame not yet decided on
         self._sit_on = np.zeros((0, 3), dtype=bool)
         self._tone_on = np.zeros(0, dtype=bool)
         self._next_tone = 0  # absolute index of the first frame not yet scanned
@@ -295,35 +302,43 @@ class ProgressDetector:
                 band[:, nt: nt + 3] >= MIN_TONE_LEVEL)
             dtmf_on = band[:, nt + 3] >= DTMF_SHARE * total
             tonal = tone_on | sit_on.any(axis=1) | dtmf_on
+            loud = hop_ms >= self.voice_level
             self._band = np.concatenate([self._band, band[:, : nt + 3]])
             self._tone_on = np.concatenate([self._tone_on, tone_on])
             self._sit_on = np.concatenate([self._sit_on, sit_on])
-            self._tonal = np.concatenate([self._tonal, tonal])
-            voice = (hop_ms >= self.voice_level) & ~tonal
-            loud = hop_ms >= self.voice_level
-        else:
-            voice = loud = np.zeros(0, dtype=bool)
-        end = self._frame0 + len(self._tone_on)
-        first_new = end - len(voice)
-        # Walk the new frames in order; the bookkeeping per frame is a few
-        # comparisons, the numbers were all computed above.
-        for i in range(len(voice)):
-            j = first_new + i
-            self._energy(j, bool(voice[i]), bool(loud[i] and self._tonal[j - self._frame0]),
-                         events)
-        self._scan_tone(end, final, events)
-        self._scan_sit(end, final, events)
-        now = self._time(end - 1) + HOP_S / 2 if end else 0.0
-        self._silence(now, events)
+            self._voice = np.concatenate([self._voice, loud & ~tonal])
+            self._tonal_sound = np.concatenate([self._tonal_sound, loud & tonal])
+        available = self._frame0 + len(self._tone_on)
+        # The decisions run over fixed chunks of frames, whatever the size of
+        # the blocks fed, so that a recording gives the same events fed in
+        # one piece or in 10 ms periods.
+        while available - self._done >= CHUNK or (final and available > self._done):
+            self._chunk(min(self._done + CHUNK, available), events)
         if final:
+            now = self._time(available - 1) + HOP_S / 2 if available else 0.0
+            self._chunk(available, events, final=True)
             ends: list[Tone | ToneEnd] = []
             self.cadence.stop(self._stop_time(now), ends)
             events.extend(ends)
             if self.sit_active_until is not None:
                 events.append(ToneEnd(round(self._sit_last_end, 3), "sit"))
                 self.sit_active_until = None
-        self._trim(end)
+            self._silence(now, events)
         return events
+
+    def _chunk(self, end: int, events: list[Tone | ToneEnd | Voice | Silence],
+               final: bool = False) -> None:
+        base = self._frame0
+        voice = self._voice[self._done - base: end - base].tolist()
+        tonal = self._tonal_sound[self._done - base: end - base].tolist()
+        for i, (v, t) in enumerate(zip(voice, tonal, strict=True)):
+            self._energy(self._done + i, v, t, events)
+        self._done = end
+        self._scan_tone(end, final, events)
+        self._scan_sit(end, final, events)
+        if end:
+            self._silence(self._time(end - 1) + HOP_S / 2, events)
+        self._trim(end)
 
     def _time(self, frame: float) -> float:
         return self._framer.centre(frame) / RATE
@@ -345,7 +360,8 @@ class ProgressDetector:
             self._band = self._band[drop:]
             self._tone_on = self._tone_on[drop:]
             self._sit_on = self._sit_on[drop:]
-            self._tonal = self._tonal[drop:]
+            self._voice = self._voice[drop:]
+            self._tonal_sound = self._tonal_sound[drop:]
             self._frame0 += drop
 
     # -- bursts -------------------------------------------------------------
@@ -496,6 +512,8 @@ class ProgressDetector:
         busy = (self.cadence.active is not None or self.cadence.pending
                 or self._tone_run is not None or self.sit_active_until is not None
                 or self._voice_run >= VOICE_HOPS)
+        if self.cadence.active is not None or self.sit_active_until is not None:
+            self.state = "tone"  # so that silence is reported again once it ends
         if self.state != "silence" and not busy and now - self._last_sound >= self.silence_s:
             events.append(Silence(round(self._last_sound, 3)))
             self.state = "silence"
