@@ -41,7 +41,7 @@ MERGE_TOL = 0.05
 SIT_TOL_HZ = 60.0
 SIT_MS = (200.0, 460.0)
 SIT_JOIN_S = (-0.08, 0.10)
-SIT_REPEAT_S = 1.6
+SIT_REPEAT_S = 1.3
 #: Cadence tolerance.
 CADENCE_TOL = 0.20
 CADENCE_ABS_S = 0.04
@@ -63,6 +63,9 @@ MARGIN = 8
 CHUNK = 5
 #: A cluster holding this share of a burst's tone energy is present in it.
 PRESENT_SHARE = 0.15
+#: ... judged on the frames within 1 dB of the burst's peak, once there are this many.
+PLATEAU = 10 ** (-1 / 20)
+PLATEAU_FRAMES = 2
 
 _WINDOW = np.hanning(SIZE + 2)[1:-1]
 _BIN_HZ = RATE / SIZE
@@ -105,7 +108,8 @@ class _Element:
     on: bool
     start: float
     end: float
-    clusters: frozenset[int] = frozenset()
+    #: The bands present; None while a burst has just begun.
+    clusters: frozenset[int] | None = frozenset()
 
     @property
     def seconds(self) -> float:
@@ -115,8 +119,8 @@ class _Element:
 class Cadence:
     """Matches on/off elements against a country's tones; see the module docstring."""
 
-    def __init__(self, country: Country, kinds: list[_Kind]) -> None:
-        self.country = country
+    def __init__(self, code: str, kinds: list[_Kind]) -> None:
+        self.code = code
         self.kinds = kinds
         self.reset()
 
@@ -138,7 +142,7 @@ class Cadence:
         if not elements or not elements[0].on:
             return False
         for e in elements:
-            if e.on and e.clusters != kind.clusters:
+            if e.on and e.clusters is not None and e.clusters != kind.clusters:
                 return False
         pattern = kind.spec.cadence_ms
         if not pattern:
@@ -185,7 +189,7 @@ class Cadence:
                 keep = len(self.elements) - 1
                 if kind.spec.continuous and breaking.on:
                     keep += 1
-            events.append(ToneEnd(round(at, 3), kind.spec.name))
+            events.append(ToneEnd(round(float(at), 3), kind.spec.name))
             self.active = None
             self.elements = self.elements[keep:]
             if self.elements and not self.elements[0].on:
@@ -201,12 +205,12 @@ class Cadence:
             self.active, self.pending = fitting[0], False
             first = self.elements[0] if self.elements else current
             assert first is not None
-            events.append(Tone(round(first.start, 3), fitting[0].spec.name, self.country.code))
+            events.append(Tone(round(float(first.start), 3), fitting[0].spec.name, self.code))
 
     def stop(self, at: float, events: list[Tone | ToneEnd]) -> None:
         """The tone cannot go on (voice on the line, the end of the stream)."""
         if self.active is not None:
-            events.append(ToneEnd(round(at, 3), self.active.spec.name))
+            events.append(ToneEnd(round(float(at), 3), self.active.spec.name))
         self.reset()
 
 
@@ -252,7 +256,7 @@ class ProgressDetector:
         self._masks = np.concatenate([_masks(self._tone_bands), _masks(sit),
                                       _masks(dtmf).sum(axis=1, keepdims=True)], axis=1)
         self._framer = Framer(SIZE, HOP)
-        self.cadence = Cadence(country, kinds)
+        self.cadence = Cadence(self.code, kinds)
         self.reset()
 
     def reset(self) -> None:
@@ -271,8 +275,9 @@ class ProgressDetector:
         self._last_burst_end: float | None = None
         self._sit_runs: list[_Run | None] = [None, None, None]
         self._sit_bursts: list[tuple[int, float, float]] = []
-        self.sit_active_until: float | None = None
+        self.sit_active_until: float | None = None  # the end of the last SIT
         self._sit_last_end = 0.0
+        self._sit_seen = 0.0  # the end of the last burst in a SIT band
         # Line energy.
         self._voice_run = 0
         self._voice_start = 0.0
@@ -321,7 +326,7 @@ class ProgressDetector:
             self.cadence.stop(self._stop_time(now), ends)
             events.extend(ends)
             if self.sit_active_until is not None:
-                events.append(ToneEnd(round(self._sit_last_end, 3), "sit"))
+                events.append(ToneEnd(round(float(self._sit_last_end), 3), "sit"))
                 self.sit_active_until = None
             self._silence(now, events)
         return events
@@ -421,12 +426,12 @@ class ProgressDetector:
             self._last_sound = max(self._last_sound, off)
             self.cadence.update(None, out)
         if self._tone_run is not None:
-            on, _, clusters = self._burst(amp, self._tone_run, nt, open_=True)
+            on, so_far, clusters = self._burst(amp, self._tone_run, nt, open_=True)
             now = self._time(end - 1)
             if self._last_burst_end is not None and self.cadence.elements:
                 self.cadence.elements.append(_Element(False, self._last_burst_end, on))
                 self._last_burst_end = None
-            self.cadence.update(_Element(True, on, now, clusters), out)
+            self.cadence.update(_Element(True, on, max(on, so_far), clusters), out)
             self._last_sound = max(self._last_sound, now)
         elif self._last_burst_end is not None:
             now = self._time(end - 1)
@@ -435,11 +440,21 @@ class ProgressDetector:
         events.extend(out)
 
     def _burst(self, amp: Floats, run: _Run, nt: int, open_: bool = False
-               ) -> tuple[float, float, frozenset[int]]:
+               ) -> tuple[float, float, frozenset[int] | None]:
+        """A burst's half-power edges (for one still sounding, the last frame
+        at half power stands for its end so far) and the bands present in it."""
         base = self._frame0
         on, off = self._edges(amp, run.first - base, run.last - base)
-        lo, hi = int(np.ceil(on)), int(np.floor(off))
-        bands = self._band[max(lo, 0): max(hi, lo) + 1, :nt].sum(axis=0)
+        if open_:
+            level = amp[run.first - base: run.last - base + 1].max() / np.sqrt(2)
+            off = float(np.flatnonzero(amp[: run.last - base + 1] >= level)[-1])
+        # The bands are judged on the burst's plateau: where the window is
+        # only partly in the tone, its hard edge spreads energy over the band.
+        span = amp[run.first - base: run.last - base + 1]
+        plateau = np.flatnonzero(span >= PLATEAU * span.max()) + run.first - base
+        if open_ and len(plateau) < PLATEAU_FRAMES:
+            return self._time(base + on), self._time(base + max(on, off)), None
+        bands = self._band[plateau, :nt].sum(axis=0)
         share = bands / max(bands.sum(), 1e-12)
         clusters = frozenset(int(i) for i in np.flatnonzero(share >= PRESENT_SHARE))
         return self._time(base + on), self._time(base + off), clusters
@@ -455,8 +470,11 @@ class ProgressDetector:
             closed, self._sit_runs[band] = self._runs(self._sit_on[:, band], start, end,
                                                       self._sit_runs[band], final)
             amp = np.sqrt(self._band[:, nt + band])
+            if self._sit_runs[band] is not None:
+                self._sit_seen = self._time(end - 1)
             for run in closed:
                 on, off = self._edges(amp, run.first - self._frame0, run.last - self._frame0)
+                self._sit_seen = max(self._sit_seen, self._time(self._frame0 + off))
                 t_on, t_off = self._time(self._frame0 + on), self._time(self._frame0 + off)
                 if SIT_MS[0] <= (t_off - t_on) * 1000 <= SIT_MS[1]:
                     self._sit_bursts.append((band, t_on, t_off))
@@ -467,15 +485,16 @@ class ProgressDetector:
             if (b0, b1, b2) == (0, 1, 2) and SIT_JOIN_S[0] <= s1 - e0 <= SIT_JOIN_S[1] \
                     and SIT_JOIN_S[0] <= s2 - e1 <= SIT_JOIN_S[1]:
                 if self.sit_active_until is None:
-                    events.append(Tone(round(s0, 3), "sit", self.code))
-                self.sit_active_until = e2 + SIT_REPEAT_S
+                    events.append(Tone(round(float(s0), 3), "sit", self.code))
+                self.sit_active_until = e2
                 self._sit_last_end = e2
                 del self._sit_bursts[:3]
             else:
                 del self._sit_bursts[0]
         now = self._time(end - 1) if end else 0.0
-        if self.sit_active_until is not None and now > self.sit_active_until:
-            events.append(ToneEnd(round(self._sit_last_end, 3), "sit"))
+        if self.sit_active_until is not None and now > max(self._sit_last_end,
+                                                           self._sit_seen) + SIT_REPEAT_S:
+            events.append(ToneEnd(round(float(self._sit_last_end), 3), "sit"))
             self.sit_active_until = None
 
     # -- line energy --------------------------------------------------------------
@@ -502,10 +521,10 @@ class ProgressDetector:
                     self.cadence.stop(self._voice_start, ends)
                 self._last_burst_end = None
                 if self.sit_active_until is not None:
-                    ends.append(ToneEnd(round(self._sit_last_end, 3), "sit"))
+                    ends.append(ToneEnd(round(float(self._sit_last_end), 3), "sit"))
                     self.sit_active_until = None
                 events.extend(ends)
-                events.append(Voice(round(self._voice_start, 3)))
+                events.append(Voice(round(float(self._voice_start), 3)))
                 self.state = "voice"
 
     def _silence(self, now: float, events: list[Tone | ToneEnd | Voice | Silence]) -> None:
@@ -515,5 +534,5 @@ class ProgressDetector:
         if self.cadence.active is not None or self.sit_active_until is not None:
             self.state = "tone"  # so that silence is reported again once it ends
         if self.state != "silence" and not busy and now - self._last_sound >= self.silence_s:
-            events.append(Silence(round(self._last_sound, 3)))
+            events.append(Silence(round(float(self._last_sound), 3)))
             self.state = "silence"
