@@ -53,6 +53,8 @@ def synth(parts: Sequence[Part], rate: int = 8000) -> Pcm:
     """One sox run: each part a chain of ``synth`` sines mixed to one channel."""
     chains: list[str] = []
     for seconds, tones in parts:
+        if seconds <= 0:
+            continue  # sox's synth takes a length of 0 as "for ever"
         if chains:
             chains.append(":")
         if tones:
