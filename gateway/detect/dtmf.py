@@ -16,6 +16,8 @@ which is where Q.24 is applied:
   apart (unambiguous to +-100 Hz), averaged over the key; a tone is accepted
   within the midpoint of Q.24's limits, 2.5 % + 1 Hz (it must operate at
   1.5 % + 2 Hz and must not at 3.5 %);
+- talk-off: the two tones must hold 80 % of the energy over the key, and
+  neither may drift more than 4 Hz between its halves (a voice's pitch glides);
 - twist and level: from the powers, corrected for the window's loss at the
   measured frequency; twist (high group above low) within
   ``-MAX_LOW_OVER_HIGH_DB - 1`` to ``MAX_HIGH_OVER_LOW_DB + 1`` dB.
@@ -51,6 +53,11 @@ MARGIN = 6
 MIN_LEVEL = mean_square(-42.0)
 #: A frame's tones must carry this share of its energy (talk-off).
 MIN_TONE_SHARE = 0.65
+#: A key's tones may not move more than this between its halves (a 40 ms key
+#: at 15 dB SNR measures up to 2.3 Hz; espeak-ng's gliding pitch 4 to 40 Hz).
+MAX_DRIFT_HZ = 4.0
+#: ...and over a whole key, corrected for the window's loss at its frequency.
+MIN_KEY_SHARE = 0.8
 #: Each tone this far above the next strongest of its group (6 dB less the
 #: window's leak at the accepted frequency error).
 MIN_GROUP_LEAD = 10 ** (5.0 / 10)
@@ -67,6 +74,8 @@ _BASIS_RI = np.concatenate([_BASIS.real, _BASIS.imag], axis=1)
 _POWER_SCALE = 2.0 / _WINDOW.sum() ** 2
 _ENERGY_WEIGHTS = _WINDOW ** 2 / (_WINDOW ** 2).sum()
 _HOP_TURN = np.exp(-1j * _OMEGA * HOP)
+_MAX_REVERSE = 10 ** ((q24.MAX_HIGH_OVER_LOW_DB + FRAME_TWIST_SLACK_DB) / 10)
+_MAX_NORMAL = 10 ** ((q24.MAX_LOW_OVER_HIGH_DB + FRAME_TWIST_SLACK_DB) / 10)
 
 
 def deviation_limit_hz(nominal: float) -> float:
@@ -76,6 +85,12 @@ def deviation_limit_hz(nominal: float) -> float:
 
 
 _LIMIT_HZ = np.array([deviation_limit_hz(f) for f in FREQS])
+
+
+def _offset_hz(dft: npt.NDArray[np.complex128], row: int, col: int) -> Floats:
+    """Each tone's frequency error, from its DFT's phase advance frame to frame."""
+    turn = (dft[1:] * np.conj(dft[:-1])).sum(axis=0) * _HOP_TURN[[row, col]]
+    return np.asarray(np.angle(turn) * RATE / (2 * np.pi * HOP))
 
 
 def _window_gain(offset_hz: Floats) -> Floats:
@@ -91,41 +106,42 @@ class _Frames:
     power: Floats
     dft: npt.NDArray[np.complex128]
     key: npt.NDArray[np.int64]
+    total: Floats
 
     @classmethod
     def empty(cls) -> _Frames:
         return cls(np.zeros((0, 8)), np.zeros((0, 8), dtype=np.complex128),
-                   np.zeros(0, dtype=np.int64))
+                   np.zeros(0, dtype=np.int64), np.zeros(0))
 
     def extend(self, other: _Frames) -> None:
         self.power = np.concatenate([self.power, other.power])
         self.dft = np.concatenate([self.dft, other.dft])
         self.key = np.concatenate([self.key, other.key])
+        self.total = np.concatenate([self.total, other.total])
 
     def drop(self, n: int) -> None:
         self.power, self.dft, self.key = self.power[n:], self.dft[n:], self.key[n:]
+        self.total = self.total[n:]
 
 
 def analyse(frames: Floats) -> _Frames:
     """The figures of a block of frames, and each frame's candidate key (-1: none)."""
     ri = frames @ _BASIS_RI
     dft = ri[:, :8] + 1j * ri[:, 8:]
-    power = (ri[:, :8] ** 2 + ri[:, 8:] ** 2) * _POWER_SCALE
-    total = (frames ** 2) @ _ENERGY_WEIGHTS
-    low, high = power[:, :4], power[:, 4:]
-    row, col = low.argmax(axis=1), high.argmax(axis=1)
-    at = np.arange(len(frames))
-    p_row, p_col = low[at, row], high[at, col]
-    low_rest = np.sort(low, axis=1)[:, -2]
-    high_rest = np.sort(high, axis=1)[:, -2]
+    squares = ri * ri
+    power = (squares[:, :8] + squares[:, 8:]) * _POWER_SCALE
+    total = (frames * frames) @ _ENERGY_WEIGHTS
+    groups = power.reshape(-1, 2, 4)
+    best = groups.argmax(axis=2)
+    top = np.partition(groups, (2, 3), axis=2)
+    p_row, p_col = top[:, 0, 3], top[:, 1, 3]
     both = p_row + p_col
-    slack = 10 ** (FRAME_TWIST_SLACK_DB / 10)
     ok = ((both >= MIN_LEVEL) & (both >= MIN_TONE_SHARE * total)
-          & (p_row >= MIN_GROUP_LEAD * low_rest) & (p_col >= MIN_GROUP_LEAD * high_rest)
-          & (p_col <= p_row * 10 ** (q24.MAX_HIGH_OVER_LOW_DB / 10) * slack)
-          & (p_row <= p_col * 10 ** (q24.MAX_LOW_OVER_HIGH_DB / 10) * slack))
-    key = np.where(ok, row * 4 + col, -1)
-    return _Frames(power, dft, key)
+          & (top[:, 0, 3] >= MIN_GROUP_LEAD * top[:, 0, 2])
+          & (top[:, 1, 3] >= MIN_GROUP_LEAD * top[:, 1, 2])
+          & (p_col <= p_row * _MAX_REVERSE) & (p_row <= p_col * _MAX_NORMAL))
+    key = np.where(ok, best[:, 0] * 4 + best[:, 1], -1)
+    return _Frames(power, dft, key, total)
 
 
 class DtmfDetector:
@@ -216,12 +232,21 @@ class DtmfDetector:
         if np.count_nonzero(keys == key) * 2 < len(keys) or b <= a:
             return False
         dft = self._pending.dft[a: b + 1][:, [row, col]]
-        turn = (dft[1:] * np.conj(dft[:-1])).sum(axis=0) * _HOP_TURN[[row, col]]
-        offset = np.angle(turn) * RATE / (2 * np.pi * HOP)
+        offset = _offset_hz(dft, row, col)
         if np.any(np.abs(offset) > _LIMIT_HZ[[row, col]]):
             return False
-        raw = self._pending.power[a: b + 1][:, [row, col]].mean(axis=0)
-        power = raw / _window_gain(offset) ** 2
+        # Talk-off: a voice's pitch glides, a key's tones do not.
+        half = len(dft) // 2
+        drift = _offset_hz(dft[half:], row, col) - _offset_hz(dft[: half + 1], row, col)
+        if np.any(np.abs(drift) > MAX_DRIFT_HZ):
+            return False
+        gain = _window_gain(offset) ** 2
+        power = self._pending.power[a: b + 1][:, [row, col]] / gain
+        # Talk-off: speech that puts two harmonics on a key's frequencies
+        # still has energy elsewhere; a key (even at 15 dB SNR) has little.
+        if power.sum(axis=1).mean() < MIN_KEY_SHARE * self._pending.total[a: b + 1].mean():
+            return False
+        power = power.mean(axis=0)
         twist_db = 10 * np.log10(power[1] / power[0])
         if not (-q24.MAX_LOW_OVER_HIGH_DB - TWIST_ALLOWANCE_DB <= twist_db
                 <= q24.MAX_HIGH_OVER_LOW_DB + TWIST_ALLOWANCE_DB):

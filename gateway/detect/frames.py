@@ -51,7 +51,9 @@ class Framer:
         if n <= 0:
             self._buf = buf
             return np.zeros((0, self.size))
-        frames = np.lib.stride_tricks.sliding_window_view(buf, self.size)[: n * self.hop: self.hop]
+        step = buf.strides[0]
+        frames = np.lib.stride_tricks.as_strided(buf, (n, self.size), (step * self.hop, step),
+                                                 writeable=False)
         self._buf = buf[n * self.hop:]
         self.frames_out += n
         return frames

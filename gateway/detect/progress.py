@@ -334,13 +334,26 @@ class ProgressDetector:
     def _chunk(self, end: int, events: list[Tone | ToneEnd | Voice | Silence],
                final: bool = False) -> None:
         base = self._frame0
-        voice = self._voice[self._done - base: end - base].tolist()
-        tonal = self._tonal_sound[self._done - base: end - base].tolist()
-        for i, (v, t) in enumerate(zip(voice, tonal, strict=True)):
-            self._energy(self._done + i, v, t, events)
+        new = slice(self._done - base, end - base)
+        voice, tonal = self._voice[new], self._tonal_sound[new]
+        if voice.any() or self._voice_run:
+            for i, (v, t) in enumerate(zip(voice.tolist(), tonal.tolist(), strict=True)):
+                self._energy(self._done + i, v, t, events)
+        elif tonal.any():
+            last = self._done + int(np.flatnonzero(tonal)[-1])
+            self._last_sound = max(self._last_sound, self._time(last) + HOP_S / 2)
         self._done = end
-        self._scan_tone(end, final, events)
-        self._scan_sit(end, final, events)
+        # Most chunks hold no tone at all: skip the bookkeeping then.
+        if (final or self._tone_run is not None or self._last_burst_end is not None
+                or self.cadence.active is not None or self._tone_on[new].any()):
+            self._scan_tone(end, final, events)
+        else:
+            self._next_tone = end
+        if (final or self.sit_active_until is not None or self._sit_bursts
+                or any(r is not None for r in self._sit_runs) or self._sit_on[new].any()):
+            self._scan_sit(end, final, events)
+        else:
+            self._next_sit = end
         if end:
             self._silence(self._time(end - 1) + HOP_S / 2, events)
         self._trim(end)
@@ -437,6 +450,9 @@ class ProgressDetector:
             now = self._time(end - 1)
             if now > self._last_burst_end:
                 self.cadence.update(_Element(False, self._last_burst_end, now), out)
+            if self.cadence.active is None and not self.cadence.pending:
+                self._last_burst_end = None  # no tone can follow on from that burst
+                self.cadence.elements.clear()
         events.extend(out)
 
     def _burst(self, amp: Floats, run: _Run, nt: int, open_: bool = False

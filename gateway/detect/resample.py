@@ -72,12 +72,20 @@ class Resampler:
         else:
             self._table, self._taps = _design(self._up, self._down, rate_in)
         self._centre = self._up * ((self._taps - 1) // 2) if self._taps > 1 else 0
+        # Integer decimation (48 kHz, 16 kHz...): the taps split by phase, so
+        # that each output is a sum of ``down`` short convolutions over
+        # strided views of the input, with no window copied out.
+        self._per_phase = -(-self._taps // self._down)
+        forward = np.zeros(self._per_phase * self._down)
+        forward[: self._taps] = self._table[0][::-1]
+        self._phases = [forward[p:: self._down].copy() for p in range(self._down)]
         self.reset()
 
     def reset(self) -> None:
         # The input before the first sample counts as silence.
-        self._buf: Floats = np.zeros(self._taps)
-        self._buf_start = -self._taps  # input index of _buf[0]
+        history = self._taps + self._down
+        self._buf: Floats = np.zeros(history)
+        self._buf_start = -history  # input index of _buf[0]
         self._fed = 0  # input samples fed
         self._next = 0  # next output index
 
@@ -117,14 +125,20 @@ class Resampler:
             return np.zeros(0)
         ks = np.arange(k0, last, dtype=np.int64)
         num = ks * down + self._centre
-        first_window = num // up - taps + 1 - self._buf_start
-        windows = np.lib.stride_tricks.sliding_window_view(self._buf, taps)
         if up == 1:
-            out: Floats = windows[first_window[0]::down][: len(ks)] @ self._table[0]
+            out: Floats = np.zeros(len(ks))
+            span, s0 = self._per_phase, int(num[0]) - self._buf_start
+            for p, taps_p in enumerate(self._phases):
+                start = s0 - p - (span - 1) * down
+                u = self._buf[start: start + (len(ks) + span - 2) * down + 1: down]
+                out += np.convolve(u, taps_p, "valid")
         else:
+            first_window = num // up - taps + 1 - self._buf_start
+            windows = np.lib.stride_tricks.sliding_window_view(self._buf, taps)
             out = np.einsum("ij,ij->i", windows[first_window], self._table[num % up])
         self._next = last
-        keep_from = (last * down + self._centre) // up - taps + 1  # first input still needed
+        # The first input sample still needed, and a phase's worth before it.
+        keep_from = (last * down + self._centre) // up - taps + 1 - down
         drop = max(0, keep_from - self._buf_start)
         self._buf = self._buf[drop:]
         self._buf_start += drop
