@@ -22,7 +22,7 @@ Line energy: each 20 ms hop is *voice* when it is above
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -220,15 +220,6 @@ class _Run:
 
     first: int
     last: int
-    closed: bool = False
-
-
-@dataclass
-class _Track:
-    """Bursts of one band set (the country's tones, or one SIT band)."""
-
-    runs_open: _Run | None = None
-    bursts: list[tuple[float, float, Floats]] = field(default_factory=list)
 
 
 class ProgressDetector:
@@ -242,8 +233,8 @@ class ProgressDetector:
         self.voice_level = mean_square(voice_dbm0)
         freqs = [f for t in country.tones for f in t.hz]
         clusters = _clusters(freqs)
-        self._tone_bands = [(lo * (1 - FREQ_TOL) - _MAIN_LOBE_HZ,
-                             hi * (1 + FREQ_TOL) + _MAIN_LOBE_HZ) for lo, hi in clusters]
+        tone_bands = [(lo * (1 - FREQ_TOL) - _MAIN_LOBE_HZ, hi * (1 + FREQ_TOL) + _MAIN_LOBE_HZ)
+                      for lo, hi in clusters]
         kinds = []
         for spec in country.tones:
             idx = frozenset(i for i, (lo, hi) in enumerate(clusters)
@@ -253,7 +244,7 @@ class ProgressDetector:
                for f in country.sit_hz]
         dtmf = [(f * 0.965 - _MAIN_LOBE_HZ, f * 1.035 + _MAIN_LOBE_HZ) for f in _DTMF_HZ]
         self._n_tone = len(clusters)
-        self._masks = np.concatenate([_masks(self._tone_bands), _masks(sit),
+        self._masks = np.concatenate([_masks(tone_bands), _masks(sit),
                                       _masks(dtmf).sum(axis=1, keepdims=True)], axis=1)
         self._framer = Framer(SIZE, HOP)
         self.cadence = Cadence(self.code, kinds)
