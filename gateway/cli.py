@@ -201,6 +201,21 @@ def _cmd_onhook(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_detect(args: argparse.Namespace) -> int:
+    """Run the line's detectors over a recording: one event per line, in time order."""
+    from gateway.detect import Listener
+    from gateway.detect.wav import WavReader
+
+    with WavReader(args.file) as wav:
+        listener = Listener(args.country, wav.rate)
+        events = [e for block in wav for e in listener.feed(block)]
+        events.extend(listener.flush())
+    events.sort(key=lambda e: e.t)
+    for event in events:
+        print(event.to_json() if args.json else f"{event.t:9.3f}  {event.describe()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="DTMF into phone calls, Ozeki HTTP API style.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -235,6 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
                             "(the service's ExecStopPost)")
     onhook.add_argument("--config", metavar="PATH", help="TOML file")
     onhook.set_defaults(func=_cmd_onhook)
+
+    detect = sub.add_parser("detect", help="print what the gateway hears in a recording "
+                            "(DTMF, call-progress tones, voice and silence)")
+    detect.add_argument("file", metavar="FILE.wav", help="16-bit PCM WAV, any rate; the first "
+                        "channel is used")
+    detect.add_argument("--country", default="us", metavar="CC",
+                        help="call-progress tones of this country (default us)")
+    detect.add_argument("--json", action="store_true", help="one JSON object per line")
+    detect.set_defaults(func=_cmd_detect)
 
     from gateway import selftest
 

@@ -33,6 +33,10 @@ class ToneSettingsError(GatewayError, ValueError):
     """Tone timing, level or rate outside what the engine (or Q.24) allows."""
 
 
+class DetectError(GatewayError, ValueError):
+    """Audio the detectors cannot take: an unknown country, a bad rate, an unreadable WAV file."""
+
+
 class ConfigError(GatewayError, ValueError):
     """A configuration file or value that cannot be used; the message names the key."""
 
