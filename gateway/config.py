@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.detect.countries import COUNTRIES
 from gateway.errors import ConfigError, GatewayError
 from gateway.lines import DRIVERS, driver_spec
 from gateway.notify import check_url
@@ -36,6 +37,9 @@ from gateway.tones import (
 )
 
 T = TypeVar("T")
+
+#: Countries whose call-progress tones the detectors know.
+COUNTRY_CODES = tuple(sorted(COUNTRIES))
 
 
 @dataclass
@@ -134,6 +138,9 @@ class TonesConfig:
     twist_db: float = field(default=2.0, metadata={"min": TWIST_DB[0], "max": TWIST_DB[1]})
     ramp_ms: float = field(default=4.0, metadata={"min": RAMP_MS[0], "max": RAMP_MS[1]})
     rate: int = 8000
+    #: Whose call-progress tones a line that hears expects (a line's own
+    #: ``country`` says otherwise for that line).
+    country: str = field(default="us", metadata={"choices": COUNTRY_CODES})
 
     def __post_init__(self) -> None:
         if self.rate not in SAMPLE_RATES:
@@ -309,13 +316,18 @@ def from_mapping(data: dict[str, Any], base_dir: Path | None = None) -> Config:
         raise ConfigError("line: expected [[line]] tables")
     base_dir = base_dir or Path.cwd()
     seen: set[str] = set()
+    tones = build(TonesConfig, data.get("tones", {}), "tones")
     lines = [_build_line(t, i, seen, base_dir) for i, t in enumerate(lines_data)]
     if not lines:
         lines = [_build_line({"name": "line1", "driver": "simulated"}, 0, seen, base_dir)]
+    for line in lines:
+        # A line that hears and names no country expects [tones] country's tones.
+        if getattr(line.options, "country", None) == "":
+            line.options.country = tones.country
     return Config(
         server=build(ServerConfig, data.get("server", {}), "server"),
         auth=build(AuthConfig, data.get("auth", {}), "auth"),
-        tones=build(TonesConfig, data.get("tones", {}), "tones"),
+        tones=tones,
         health=build(HealthConfig, data.get("health", {}), "health"),
         calls=build(CallsConfig, data.get("calls", {}), "calls"),
         lines=lines,

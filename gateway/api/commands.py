@@ -136,12 +136,14 @@ def place_call(params: Params) -> tuple[str, Call]:
             except ValueError as exc:
                 raise invalid(name, command, str(exc)) from None
         urls[name] = value
-    ring_time = params.get("RingTime", command)
-    if ring_time is not None:
-        # Accepted for Ozeki clients; an analog loop has no answer supervision,
-        # so the line's own answer wait decides when the call counts as connected.
+    text = params.get("RingTime", command)
+    ring_time: float | None = None
+    if text is not None:
+        # On a line that hears, how long the call may ring; elsewhere (no
+        # answer supervision) the line's fixed answer wait decides.
         try:
-            if not 0 < float(ring_time) <= 600:
+            ring_time = float(text)
+            if not 1 <= ring_time <= 600:
                 raise ValueError
         except ValueError:
             raise invalid("RingTime", command, "expected seconds, 1 to 600") from None
@@ -151,7 +153,7 @@ def place_call(params: Params) -> tuple[str, Call]:
         script = ozml.parse(inline, state().gateway.timing)
     call = state().gateway.place_call(
         dialed, url=urls["Url"], script=script, error_url=urls["ErrorUrl"],
-        finished_url=urls["FinishedUrl"],
+        finished_url=urls["FinishedUrl"], ring_time_s=ring_time,
     )
     return "  " + element("CallId", call.call_id) + "\n", call
 

@@ -74,6 +74,8 @@ class Gateway:
                 config.tones.settings())
             line = Line(line_config.name, parts, line_config.queue_size, self.metrics)
             line.driver.ring_handler = self._ring_handler(line)
+            if line.driver.ears is not None:
+                line.driver.ears.handler = _Heard(self, line)
             self.metrics.queue_depth.labels(line.name).set_function(line.worker.depth_gauge)
             self.lines[line.name] = line
         self._supervisor = threading.Thread(target=self._supervise, name="call-supervisor",
@@ -246,12 +248,15 @@ class Gateway:
         script: tuple[ozml.Command, ...] | None = None,
         error_url: str = "",
         finished_url: str = "",
+        ring_time_s: float | None = None,
     ) -> Call:
         """Seize a free line, dial, and return the connected call.
 
         With ``url`` the CallConnected notification is posted there and the
         OzML it answers runs on the call; with ``script`` that OzML runs.
-        Without either the call stays up until HangUp.
+        Without either the call stays up until HangUp. On a line that hears,
+        the call is connected when the far end answers, and ``ring_time_s``
+        bounds how long it may ring (402 ``NoAnswer``).
         """
         dial = TonePlan(parse_keys(dialed), self.timing)  # checked by the caller too
         if script is not None:
@@ -271,13 +276,19 @@ class Gateway:
         def setup() -> None:
             if call.over:
                 return
-            self._guarded(line, call, lambda: line.driver.place_call(dialed, self.timing))
+            self._guarded(line, call, lambda: line.driver.place_call(
+                dialed, self.timing, no_answer_s=ring_time_s))
             self._connect(line, call)
 
         waits = line.driver.call_timing
+        if line.driver.hears:
+            # Waits for dial tone, then rings (at most RingTime).
+            setup_s = (waits.dial_tone_wait_ms / 1000
+                       + (ring_time_s or waits.no_answer_ms / 1000)) * line.driver.wall_factor
+        else:
+            setup_s = (waits.dial_tone_ms + waits.answer_wait_ms) / 1000
         try:
-            self._run(line, setup, expected_s=dial.seconds
-                      + (waits.dial_tone_ms + waits.answer_wait_ms) / 1000)
+            self._run(line, setup, expected_s=dial.seconds + setup_s)
         except CallFailed as exc:
             self._end_call(line, call, f"call failed: {exc.state}")
             raise
@@ -436,9 +447,11 @@ class Gateway:
             now = time.monotonic()
             for call in self.registry.active():
                 line = self.lines[call.line]
-                if call.state is CallState.RINGING:
+                if call.state is CallState.RINGING and call.direction == "inbound":
                     if not call.answering and now - call.last_ring > ring_timeout[call.line]:
                         self._end_call(line, call, "caller gave up")
+                elif call.state is CallState.RINGING:
+                    pass  # an outbound call rings until its own RingTime
                 elif call.connected is not None and now - call.connected > limits.max_call_s:
                     self._hang_up(line, call, f"longer than calls.max_call_s "
                                   f"({limits.max_call_s:g} s)")
@@ -446,6 +459,68 @@ class Gateway:
                       and now - call.last_activity > limits.idle_s):
                     self._hang_up(line, call, f"no command for calls.idle_s "
                                   f"({limits.idle_s:g} s)")
+
+
+    # -- what a line hears -----------------------------------------------------------
+    def _ringing(self, line: Line) -> None:
+        with self.registry.lock:
+            call = line.call
+            if call is not None and call.direction == "outbound" and call.state is CallState.SETUP:
+                call.state = CallState.RINGING
+
+    def _far_end_left(self, line: Line, why: str) -> None:
+        call = line.call
+        if call is not None and call.state is CallState.IN_CALL:
+            self._hang_up(line, call, f"the far end hung up ({why})")
+
+    def _key_heard(self, line: Line, key: str, duration_ms: int) -> None:
+        call = line.call
+        if call is not None and call.state is CallState.IN_CALL:
+            call.keys_heard.append(key)
+            log.info("call %s on %s: the far end pressed %s (%d ms)", call.call_id, line.name,
+                     key, duration_ms)
+
+    def _hearing_failed(self, line: Line, exc: LineFault) -> None:
+        """The line's capture failed: a hardware fault like any other, handled
+        on the line's worker so it does not race the command running there."""
+        def fail() -> None:
+            call = line.call
+            if call is not None and not call.over:
+                self._guarded(line, call, lambda: _raise(exc))
+            else:
+                line.faulted(exc)
+                line.close_driver()
+
+        try:
+            line.worker.submit(fail)
+        except LineBusy:
+            line.faulted(exc)
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+class _Heard:
+    """What a line's hearing tells the gateway. Called on the line's hearing
+    thread, which ending a call would stop: that work goes to a thread of its own."""
+
+    def __init__(self, gateway: Gateway, line: Line) -> None:
+        self._gateway = gateway
+        self._line = line
+
+    def ringing(self) -> None:
+        self._gateway._ringing(self._line)
+
+    def far_end_left(self, why: str) -> None:
+        threading.Thread(target=self._gateway._far_end_left, args=(self._line, why),
+                         name=f"{self._line.name}-far-end", daemon=True).start()
+
+    def key(self, key: str, duration_ms: int) -> None:
+        self._gateway._key_heard(self._line, key, duration_ms)
+
+    def fault(self, exc: LineFault) -> None:
+        self._gateway._hearing_failed(self._line, exc)
 
 
 class _Control:

@@ -50,6 +50,8 @@ class Call:
     last_activity: float = field(default_factory=time.monotonic)
     #: An OzML script is running on the call (a script is never idle).
     scripted: bool = False
+    #: Keys the far end pressed, in order (on lines that hear them).
+    keys_heard: list[str] = field(default_factory=list)
     hangup: threading.Event = field(default_factory=threading.Event)
 
     @property

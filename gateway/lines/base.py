@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from gateway.errors import NotSupported
 from gateway.keys import parse_keys
+from gateway.lines.hearing import Ears, Hears, ProgressRules
 from gateway.tones import Timing, TonePlan
 
 
@@ -92,16 +93,26 @@ class Routing:
 
 @dataclass
 class CallTiming:
-    """``call_timing``: how calls are timed on a line without answer supervision.
+    """``call_timing``: how calls are timed on a line.
 
-    An analog loop gives no sign that the far end answered, so the gateway
-    waits ``dial_tone_ms`` after going off hook and ``answer_wait_ms`` after
-    dialling, as a person would; and it ends an unanswered incoming call
-    ``ring_timeout_ms`` after the last ring.
+    A line that cannot hear gets no sign that the far end answered, so the
+    gateway waits ``dial_tone_ms`` after going off hook and ``answer_wait_ms``
+    after dialling, as a person would. A line that hears waits for dial tone
+    (at most ``dial_tone_wait_ms``) and then for the far end's answer, busy,
+    congestion or special information tone (at most ``no_answer_ms``). Either
+    ends an unanswered incoming call ``ring_timeout_ms`` after the last ring.
     """
 
     dial_tone_ms: int = field(default=1000, metadata={"min": 0, "max": 10000})
     answer_wait_ms: int = field(default=2000, metadata={"min": 0, "max": 120000})
+    #: On a line that hears: dial tone must come within this after seizing
+    #: (else 402 ``NoDialTone``) ...
+    dial_tone_wait_ms: int = field(default=3000, metadata={"min": 500, "max": 30000})
+    #: ... unless the line gives none (a PBX extension that is always ready).
+    expect_dial_tone: bool = True
+    #: On a line that hears: ringing this long is 402 ``NoAnswer`` (a Call's
+    #: ``RingTime`` says otherwise for that call).
+    no_answer_ms: int = field(default=60000, metadata={"min": 1000, "max": 600000})
     #: An incoming call nobody answers is over when the line has not rung for
     #: this long: longer than the longest silence of any national cadence
     #: (4 s in North America, 2 s in the UK).
@@ -115,11 +126,17 @@ class LineDriver(ABC):
     #: Registry name used in ``[[line]] driver = ...``.
     driver_name = "abstract"
 
+    #: Seconds of wall clock per second on the line (a simulation may run faster).
+    wall_factor = 1.0
+
     def __init__(self, name: str) -> None:
         self.name = name
         #: Outbound call timing; drivers set it from their options.
         self.call_timing = CallTiming()
         self.ring_handler: RingHandler | None = None
+        #: The line's hearing, on drivers that hear (see gateway.lines.hearing):
+        #: the call layer sets ``ears.handler`` to be told what was heard.
+        self.ears: Ears | None = None
         self._hook = HookState.ON_HOOK
         self._hook_lock = threading.Lock()
         self.fault: str | None = None
@@ -163,19 +180,51 @@ class LineDriver(ABC):
         """Say ``text`` on the line. Tone-only hardware raises NotSupported."""
         raise NotSupported(f"a {self.driver_name} line cannot speak")
 
+    @property
+    def hears(self) -> Hears:
+        """What this line can hear."""
+        return self.ears.hears if self.ears is not None else Hears.NOTHING
+
     def place_call(
-        self, dialed: str, timing: Timing, call_timing: CallTiming | None = None
+        self, dialed: str, timing: Timing, call_timing: CallTiming | None = None,
+        *, no_answer_s: float | None = None,
     ) -> None:
         """Off hook, wait for dial tone, dial ``dialed`` in DTMF, wait for an answer.
 
-        ``call_timing`` defaults to the driver's own :attr:`call_timing`.
-        Drivers with their own dialler (a modem) override this.
+        On a line that hears call-progress tones the waits follow what it
+        hears, and a call that does not connect raises CallFailed with its
+        result state (``NoDialTone``, ``Busy``, ``Congestion``,
+        ``SpecialInformationTone``, ``NoAnswer``); ``no_answer_s`` overrides
+        ``call_timing.no_answer_ms``. Elsewhere they are ``call_timing``'s
+        fixed waits. ``call_timing`` defaults to the driver's own
+        :attr:`call_timing`. Drivers with their own dialler (a modem) override this.
         """
         call_timing = call_timing or self.call_timing
+        plan = TonePlan(parse_keys(dialed), timing)
+        ears = self.ears
+        if ears is None or not ears.hears & Hears.TONES:
+            self.off_hook()
+            self._wait(call_timing.dial_tone_ms / 1000)
+            self.emit(plan)
+            self._wait(call_timing.answer_wait_ms / 1000)
+            return
+        rules = ProgressRules(
+            dial_tone_s=call_timing.dial_tone_wait_ms / 1000,
+            expect_dial_tone=call_timing.expect_dial_tone,
+            no_answer_s=no_answer_s or call_timing.no_answer_ms / 1000,
+        )
         self.off_hook()
-        self._wait(call_timing.dial_tone_ms / 1000)
-        self.emit(TonePlan(parse_keys(dialed), timing))
-        self._wait(call_timing.answer_wait_ms / 1000)
+        progress = ears.track(dialed, rules)
+        progress.wait_dial_tone(self._wall(rules.dial_tone_s))
+        self.emit(plan)
+        progress.dialled()
+        progress.wait_answer(self._wall(rules.no_answer_s + rules.confirm_s))
+        ears.talking()
+
+    def _wall(self, line_s: float) -> float:
+        """A wall-clock bound for ``line_s`` of line time: the line's hearing
+        decides first unless it stopped delivering (then a fault)."""
+        return line_s * self.wall_factor + 5.0
 
     def _wait(self, seconds: float) -> None:
         """Time spent on the line (simulations may scale it)."""
@@ -184,6 +233,8 @@ class LineDriver(ABC):
     def answer(self) -> None:
         """Take an incoming (ringing) call."""
         self.off_hook()
+        if self.ears is not None:
+            self.ears.talking()
 
     # -- health -----------------------------------------------------------------
     def status(self) -> dict[str, object]:

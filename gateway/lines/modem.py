@@ -608,7 +608,8 @@ class ModemLine(LineDriver):
                 self._wait(left)
 
     def place_call(
-        self, dialed: str, timing: Timing, call_timing: CallTiming | None = None
+        self, dialed: str, timing: Timing, call_timing: CallTiming | None = None,
+        *, no_answer_s: float | None = None,
     ) -> None:
         """``ATDT<dialed>``: the modem goes off hook, waits for dial tone and dials
         with its own DTMF timing (S11 on Hayes-style modems, settable in ``init``)."""

@@ -123,11 +123,12 @@ class SimulatedLine(LineDriver):
 
     # -- signalling ------------------------------------------------------------
     def place_call(
-        self, dialed: str, timing: Timing, call_timing: CallTiming | None = None
+        self, dialed: str, timing: Timing, call_timing: CallTiming | None = None,
+        *, no_answer_s: float | None = None,
     ) -> None:
         with self._faults_on_hook():
             self._event(f"dial {dialed}")
-            super().place_call(dialed, timing, call_timing)
+            super().place_call(dialed, timing, call_timing, no_answer_s=no_answer_s)
             self._event("answered")
 
     def emit(self, plan: TonePlan, party: Party = Party.ALL) -> None:
