@@ -108,9 +108,10 @@ def test_journal_gets_priorities_and_no_timestamps(
         lines = stream.read().splitlines()
     assert lines[:3] == ["<6>gateway.test: line line1 open", "<4>gateway.test: slow",
                          "<3>gateway.test: broke"]
-    # Every line of the traceback keeps the priority: journald splits at newlines.
-    assert len(lines) > 4 and all(line.startswith("<3>") for line in lines[3:])
-    assert lines[-1] == "<3>ZeroDivisionError: division by zero"
+    # Every line of the traceback keeps the priority (journald splits at
+    # newlines), indented so that none passes for a record of its own.
+    assert len(lines) > 4 and all(line.startswith("<3>    ") for line in lines[3:])
+    assert lines[-1] == "<3>    ZeroDivisionError: division by zero"
 
 
 def test_a_terminal_gets_timestamps(
