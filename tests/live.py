@@ -154,6 +154,11 @@ class LiveServer:
         with self._lock:
             return "".join(self.lines)
 
+    @property
+    def served_output(self) -> str:
+        """The output up to the stop: what serving the requests wrote."""
+        return self.output.split(" gateway.server: stopping on ", 1)[0]
+
     def api(self, params: dict[str, str] | str, **kwargs: Any) -> Answer:
         return query(self.port, params, **kwargs)
 

@@ -45,7 +45,7 @@ def server(tmp_path: Path) -> Iterator[LiveServer]:
                    users={LOW: (LOW_PASSWORD, ["ListActiveCalls"])})
     yield s
     assert s.stop() == 0
-    assert "Traceback" not in s.output
+    assert "Traceback" not in s.served_output
 
 
 # -- the three ways past the lock-out, through the real server ------------------------
