@@ -425,3 +425,21 @@ def test_command_log_is_bounded_and_folds_repeated_reads() -> None:
     assert log.recent(1) == rows[:1]
     log.add(rec("x" * 5000))
     assert log.recent(1)[0].command == "x" * 64
+
+
+def test_refused_requests_are_counted_apart_and_evict_no_user_row() -> None:
+    log = CommandLog(size=3, refused_size=2)
+
+    def rec(command: str, code: int = 200, address: str = "10.0.0.1") -> CommandRecord:
+        return CommandRecord(datetime.now(), "api", "u", address, command, "-", "-", code)
+
+    log.add(rec("Call"))
+    log.add(rec("HangUp"))
+    for n in range(100):
+        log.add_refused(rec("ListActiveCalls", 304, f"10.0.1.{n}"))
+    for _ in range(30):
+        log.add_refused(rec("HangUp", 305, "10.0.0.9"))
+    rows = log.recent()
+    assert [(r.command, r.code, r.address, r.count) for r in rows] == [
+        ("HangUp", 305, "10.0.0.9", 30), ("ListActiveCalls", 304, "10.0.1.99", 1),
+        ("HangUp", 200, "10.0.0.1", 1), ("Call", 200, "10.0.0.1", 1)]
