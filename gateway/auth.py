@@ -246,12 +246,12 @@ class AddressPolicy:
         return any(ip in n for n in self._allow) and not any(ip in n for n in self._deny)
 
 
-#: Failed logins the lock-out table holds at most, over all addresses (about
-#: 150 bytes each, so 3 MB). Two scrypt threads check about 40 passwords a
-#: second on a fast core and fewer on a Pi, so in the default 300 s window
-#: they cannot fill it; if they ever do, a check that could add one more
-#: failure is refused (307) until the oldest expire, rather than forgetting
-#: any of them.
+#: Failed logins (and checks running) the lock-out table holds at most, over
+#: all addresses: at most 250 bytes each, 5 MB. The two scrypt threads check
+#: a few tens of passwords a second at best (bench/bench_logins.py), so in
+#: the default 300 s window they cannot fill it; should a longer window let
+#: them, a check that could add a failure is refused (307) until the oldest
+#: expire, rather than any failure being forgotten early.
 LOCKOUT_RECORDS = 20_000
 
 
