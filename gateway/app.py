@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, Response, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway import console
-from gateway.api import health, spec
+from gateway.api import health, spec, views
 from gateway.api.commands import ApiState
-from gateway.api.views import bp
 from gateway.auth import AddressPolicy, Lockout, Users
 from gateway.calls import Gateway
 from gateway.config import Config
@@ -31,8 +31,27 @@ def create_app(config: Config, gateway: Gateway | None = None) -> Flask:
         policy=policy,
         lockout=Lockout(config.auth.lockout_failures, config.auth.lockout_seconds),
     )
-    app.register_blueprint(bp)
+    app.register_blueprint(views.bp)
+    app.before_request(_xe_compatibility)
     app.register_blueprint(spec.bp)
     console.init_app(app)
     health.init_app(app, gateway, config.health, policy)
     return app
+
+
+def _xe_compatibility() -> Response | None:
+    """``/`` with a ``command`` parameter is an API request: Ozeki's older "XE"
+    clients send their commands there. Answered as ``/api`` answers, GET and
+    POST alike, before the console (whose sign-in redirect would otherwise
+    carry the query, password and all, in its ``Location``)."""
+    if request.path != "/" or request.method not in ("GET", "HEAD", "POST"):
+        return None
+    names = list(request.args)
+    if request.method == "POST":
+        try:
+            names.extend(request.form)
+        except RequestEntityTooLarge:
+            return views.api()  # which answers it with the API's own code
+    if any(name.lower() == "command" for name in names):
+        return views.api()
+    return None

@@ -11,6 +11,14 @@ scrypt costs tens of milliseconds on a Pi on purpose, so a successful check
 is remembered for a while, keyed by a keyed hash of the user and password
 (never the password itself). An unknown user costs the same scrypt as a
 wrong password, so the time of an answer does not tell which it was.
+
+A password is used exactly as it was given, on every path (API parameters,
+Basic authentication, the console's form, ``passwd``): nothing is trimmed,
+so ``password123 `` is not ``password123``. A user name cannot hold
+whitespace, so whitespace around one is dropped.
+
+Every password check goes through :func:`check_login`, which takes a place in the
+address's lock-out budget (:class:`Lockout`) before the check runs.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import threading
 import time
 import tomllib
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -186,15 +194,27 @@ class Users:
             self._stamp = stamp
             self._cache.clear()
 
-    def verify(self, name: str, password: str) -> User | None:
-        """The user if the password is right, else None."""
+    def _cache_key(self, name: str, password: str) -> bytes:
+        return hmac.new(self._key, f"{name}\0{password}".encode(), "sha256").digest()
+
+    def cached(self, name: str, password: str) -> User | None:
+        """The user if this very password passed a check in the last
+        ``CACHE_SECONDS``, else None (which says nothing about the password)."""
         with self._lock:
             self._reload()
             user = self._users.get(name)
-            key = hmac.new(self._key, f"{name}\0{password}".encode(), "sha256").digest()
-            expiry = self._cache.get(key)
+            expiry = self._cache.get(self._cache_key(name, password))
             if user is not None and expiry is not None and expiry > time.monotonic():
                 return user
+        return None
+
+    def verify(self, name: str, password: str) -> User | None:
+        """The user if the password is right, else None."""
+        found = self.cached(name, password)
+        if found is not None:
+            return found
+        with self._lock:
+            user = self._users.get(name)
         # scrypt outside the lock: concurrent logins must not queue behind it.
         ok = check_password(password, user.password_hash if user else _DUMMY_HASH)
         if user is None or not ok:
@@ -202,7 +222,7 @@ class Users:
         with self._lock:
             if len(self._cache) > 1000:
                 self._cache.clear()
-            self._cache[key] = time.monotonic() + CACHE_SECONDS
+            self._cache[self._cache_key(name, password)] = time.monotonic() + CACHE_SECONDS
         return user
 
     def get(self, name: str) -> User | None:
@@ -252,34 +272,151 @@ class AddressPolicy:
         return any(ip in n for n in self._allow) and not any(ip in n for n in self._deny)
 
 
-class Lockout:
-    """Failed logins per client address; too many in a window locks it out."""
+#: Failed logins (and checks running) the lock-out table holds at most, over
+#: all addresses: at most 250 bytes each, 5 MB. The two scrypt threads check
+#: a few tens of passwords a second at best (bench/bench_logins.py), so in
+#: the default 300 s window they cannot fill it; should a longer window let
+#: them, a check that could add a failure is refused (307) until the oldest
+#: expire, rather than any failure being forgotten early.
+LOCKOUT_RECORDS = 20_000
 
-    def __init__(self, failures: int, seconds: float) -> None:
+
+class LockedOut(Exception):
+    """The address may not have a password checked now (``reason`` says why)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def lockout_key(address: str) -> int:
+    """What failures are counted against: an IPv4 address, or the /64 an IPv6
+    address is in (one machine gets a whole /64 and can pick any address in
+    it). All that is not an address shares one key."""
+    ip = client_ip(address)
+    if ip is None:
+        return -1
+    if ip.version == 6:
+        return (1 << 64) | (int(ip) >> 64)
+    return int(ip)
+
+
+class _Entry:
+    __slots__ = ("failures", "locked_until", "pending")
+
+    def __init__(self) -> None:
+        self.failures = 0  # failed checks still in their window
+        self.pending = 0  # checks running now
+        self.locked_until = float("-inf")
+
+
+class Lockout:
+    """Failed logins per address (per /64 for IPv6): from one, at most
+    ``failures`` wrong passwords are checked in any ``seconds``.
+
+    A check takes a place in its address's budget before it runs
+    (:meth:`reserve`) and gives it back when it is right (:meth:`settle`), so
+    concurrent guesses cannot overrun the budget. The failure that fills it
+    locks the address for ``seconds`` from then. A right password, whoever
+    it is for, wipes nothing: each failure ends ``seconds`` after it
+    happened. Nothing is dropped before its time; the table is bounded by
+    ``capacity`` failures and running checks together.
+    """
+
+    def __init__(self, failures: int, seconds: float, *, capacity: int | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.failures = failures
         self.seconds = seconds
-        self._seen: dict[str, deque[float]] = {}
+        self.capacity = LOCKOUT_RECORDS if capacity is None else capacity
+        self._clock = clock
+        self._entries: dict[int, _Entry] = {}
+        # Every failure in its window, oldest first: (when, key).
+        self._log: deque[tuple[float, int]] = deque()
+        self._pending = 0
         self._lock = threading.Lock()
 
+    def _expire(self, now: float) -> None:
+        cutoff = now - self.seconds
+        while self._log and self._log[0][0] <= cutoff:
+            _, key = self._log.popleft()
+            entry = self._entries[key]
+            entry.failures -= 1
+            # The last failure ends with its lock (locked_until is its time + seconds).
+            if entry.failures == 0 and entry.pending == 0:
+                del self._entries[key]
+
     def locked(self, address: str) -> bool:
-        now = time.monotonic()
+        """True while the address is locked out."""
+        key = lockout_key(address)
         with self._lock:
-            times = self._seen.get(address)
-            if not times:
-                return False
-            while times and times[0] < now - self.seconds:
-                times.popleft()
-            if not times:
-                del self._seen[address]
-            return len(times) >= self.failures
+            now = self._clock()
+            self._expire(now)
+            entry = self._entries.get(key)
+            return entry is not None and entry.locked_until > now
 
-    def failed(self, address: str) -> None:
+    def reserve(self, address: str) -> int:
+        """A place for one check from ``address``; its key, for :meth:`settle`."""
+        key = lockout_key(address)
         with self._lock:
-            if len(self._seen) > 10000:
-                # A flood of spoofed-looking addresses must not grow memory without bound.
-                self._seen.clear()
-            self._seen.setdefault(address, deque(maxlen=self.failures)).append(time.monotonic())
+            now = self._clock()
+            self._expire(now)
+            entry = self._entries.get(key)
+            if entry is not None and entry.locked_until > now:
+                raise LockedOut("locked out after repeated failures")
+            if entry is not None and entry.failures + entry.pending >= self.failures:
+                raise LockedOut("locked out after repeated failures (checks still running)")
+            if len(self._log) + self._pending >= self.capacity:
+                raise LockedOut(f"the table of failed logins is full ({self.capacity})")
+            if entry is None:
+                entry = self._entries[key] = _Entry()
+            entry.pending += 1
+            self._pending += 1
+        return key
 
-    def succeeded(self, address: str) -> None:
+    def settle(self, key: int, *, failed: bool) -> None:
+        """The check :meth:`reserve` made room for is done: a failure is kept
+        for ``seconds``, anything else leaves nothing behind."""
         with self._lock:
-            self._seen.pop(address, None)
+            now = self._clock()
+            entry = self._entries[key]
+            entry.pending -= 1
+            self._pending -= 1
+            if failed:
+                entry.failures += 1
+                self._log.append((now, key))
+                if entry.failures >= self.failures:
+                    entry.locked_until = now + self.seconds
+            self._expire(now)
+            if entry.failures == 0 and entry.pending == 0:
+                self._entries.pop(key, None)
+
+    def __len__(self) -> int:
+        """Addresses in the table now."""
+        with self._lock:
+            self._expire(self._clock())
+            return len(self._entries)
+
+
+def check_login(users: Users, lockout: Lockout, address: str, name: str,
+                password: str) -> User | None:
+    """The user if ``password`` is theirs, else None; :class:`LockedOut` when
+    ``address`` may not try. The one path every password check takes.
+
+    A password that passed a check a moment ago is known without a new one,
+    so it takes no place in the budget: a client that is signed in keeps
+    working while others fill the table."""
+    if lockout.locked(address):
+        raise LockedOut("locked out after repeated failures")
+    user = users.cached(name, password)
+    if user is not None:
+        return user
+    key = lockout.reserve(address)
+    user = None
+    try:
+        user = users.verify(name, password)
+    except BaseException:
+        # No check was made (the users file could not be read): nothing to count.
+        lockout.settle(key, failed=False)
+        raise
+    lockout.settle(key, failed=user is None)
+    return user

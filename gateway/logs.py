@@ -1,12 +1,20 @@
-"""Logging for ``serve``: one handler, secrets scrubbed, journald-aware.
+"""Logging for ``serve``: one handler, secrets scrubbed, lines that cannot be forged,
+journald-aware.
 
-Every record, from our loggers, waitress, Flask or an uncaught exception in
-any thread, goes through one handler whose :class:`Redactor` replaces
-passwords, ``Authorization`` values, bare Basic/Bearer tokens and the
-password part of URLs with ``[redacted]``, in the message and the
-traceback alike. The API never logs a query string; this is the net under
-every other path (an exception message quoting a URL, a library's debug
-line).
+Every value a client sent that reaches a log line goes through :func:`escape`
+first: one token, control characters, spaces, ``=`` and backslashes escaped,
+cut to 64 characters. So a CallId cannot end the line it is on and start a
+forged one, nor add a forged ``code=200`` to it.
+
+Under that, every record, from our loggers, waitress, Flask or an uncaught
+exception in any thread, goes through one handler whose :class:`Redactor`
+replaces passwords, ``Authorization`` values, bare Basic/Bearer tokens and
+the password part of URLs with ``[redacted]``, in the message and the
+traceback alike, and escapes every control character left in a message
+(a library quoting a request path, an exception quoting a URL). A record's
+message is therefore one line; the further lines of a traceback are
+indented, so a line that starts at the margin is always the start of a
+record.
 
 Under systemd, stdout is the journal (``JOURNAL_STREAM`` names it): lines
 carry a ``<N>`` syslog priority prefix instead of a timestamp, since the
@@ -49,6 +57,38 @@ _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERRO
              logging.CRITICAL: 2}
 
 
+#: Longer client values are cut: a made-up CallId can be 64 kB long.
+FIELD_CHARS = 64
+#: What a traceback's further lines start with, so that none passes for a record.
+CONTINUATION = "    "
+
+
+def escape(value: str, limit: int = FIELD_CHARS) -> str:
+    """``value``, as a client sent it, as one token of a log line: control
+    characters, spaces, ``=`` and backslashes escaped (Python's ``\\x..``
+    notation), at most ``limit`` characters of it followed by ``...``."""
+    if (value.isprintable() and " " not in value and "=" not in value and "\\" not in value
+            and len(value) <= limit):
+        return value
+    escaped = value[:limit].encode("unicode_escape").decode("ascii")
+    escaped = escaped.replace(" ", "\\x20").replace("=", "\\x3d")
+    return escaped + ("..." if len(value) > limit else "")
+
+
+def one_line(text: str) -> str:
+    """``text`` with every character that is not printable (line breaks, other
+    controls, separators) escaped: what the handler does to every message."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
+def _continued(text: str) -> str:
+    """A traceback's lines, each made harmless and indented (its line breaks kept)."""
+    return "\n".join(CONTINUATION + one_line(line) for line in text.split("\n"))
+
+
 def redact(text: str) -> str:
     """``text`` with every credential the patterns know replaced."""
     for pattern, replacement in _PATTERNS:
@@ -57,22 +97,23 @@ def redact(text: str) -> str:
 
 
 class Redactor(logging.Filter):
-    """Scrubs a record's final message and traceback before any handler formats it."""
+    """Scrubs a record's final message and traceback before any handler formats
+    it, and leaves its message one line and its traceback indented."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # a bad format string: keep what can be shown
             message = f"{record.msg!r} {record.args!r}"
-        record.msg, record.args = redact(message), None
+        record.msg, record.args = one_line(redact(message)), None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            record.exc_text = _continued(redact(record.exc_text))
         # The traceback is now in exc_text; formatters reuse it.
         record.exc_info = None
         if record.stack_info:
-            record.stack_info = redact(record.stack_info)
+            record.stack_info = _continued(redact(record.stack_info))
         return True
 
 

@@ -70,6 +70,29 @@ def query(port: int, params: dict[str, str] | str, *, auth: bool = True, timeout
             conn.close()
 
 
+class SourceConnection(http.client.HTTPConnection):
+    """An HTTP connection from a chosen loopback address (Linux lets a client
+    bind any of 127/8): another machine, as far as the server can tell."""
+
+    def __init__(self, port: int, source: str) -> None:
+        super().__init__("127.0.0.1", port, timeout=60, source_address=(source, 0))
+
+
+def api_from(server: LiveServer, source: str, **params: str) -> Answer:
+    conn = SourceConnection(server.port, source)
+    try:
+        conn.request("GET", "/api?" + urllib.parse.urlencode(params))
+        response = conn.getresponse()
+        return Answer(response.status, response.read())
+    finally:
+        conn.close()
+
+
+def login(server: LiveServer, source: str, user: str, password: str) -> int:
+    return api_from(server, source, command="ListActiveCalls", Username=user,
+                    Password=password).code
+
+
 class LiveServer:
     """``dtmf-gateway serve`` in its own process, with the seed's user."""
 
@@ -130,6 +153,11 @@ class LiveServer:
     def output(self) -> str:
         with self._lock:
             return "".join(self.lines)
+
+    @property
+    def served_output(self) -> str:
+        """The output up to the stop: what serving the requests wrote."""
+        return self.output.split(" gateway.server: stopping on ", 1)[0]
 
     def api(self, params: dict[str, str] | str, **kwargs: Any) -> Answer:
         return query(self.port, params, **kwargs)

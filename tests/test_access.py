@@ -22,32 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.live import PASSWORD, USER, Answer, LiveServer
+from tests.live import PASSWORD, USER, Answer, LiveServer, SourceConnection, api_from, login
 
 LINE = ('[[line]]\nname = "line1"\ndriver = "simulated"\nrecord_dir = "rec"\n'
         "time_scale = 0.0\ncall_timing = { dial_tone_ms = 0, answer_wait_ms = 0 }\n")
 
 
-class SourceConnection(http.client.HTTPConnection):
-    """An HTTP connection from a chosen loopback address."""
-
-    def __init__(self, port: int, source: str) -> None:
-        super().__init__("127.0.0.1", port, timeout=60, source_address=(source, 0))
-
-
-def api_from(server: LiveServer, source: str, **params: str) -> Answer:
-    conn = SourceConnection(server.port, source)
-    try:
-        conn.request("GET", "/api?" + urllib.parse.urlencode(params))
-        response = conn.getresponse()
-        return Answer(response.status, response.read())
-    finally:
-        conn.close()
-
-
-def login(server: LiveServer, source: str, user: str, password: str) -> int:
-    return api_from(server, source, command="ListActiveCalls", Username=user,
-                    Password=password).code
 
 
 @pytest.fixture

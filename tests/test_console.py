@@ -83,7 +83,8 @@ def recording_of(gateway: Gateway, call_id: str) -> Any:
 def test_signed_out_pages_go_to_the_form_and_the_rest_is_refused(client: FlaskClient) -> None:
     page = client.get("/keypad?call=abc")
     assert page.status_code == 302
-    assert page.headers["Location"] == "/login?next=/keypad?call%3Dabc"
+    # Back to the page after signing in, but never with the query it was given.
+    assert page.headers["Location"] == "/login?next=/keypad"
     assert client.get("/fragment/calls").status_code == 401
     assert client.get("/fragment/log").status_code == 401
     for path in ("/call", "/keys", "/hangup", "/logout"):
@@ -145,13 +146,16 @@ def test_the_lockout_is_the_apis(make_app: MakeApp) -> None:
     assert call_api(client, command="ListActiveCalls").code == 307
 
 
-def test_a_console_success_clears_the_failures(make_app: MakeApp) -> None:
+def test_a_console_success_wipes_no_failure(make_app: MakeApp) -> None:
+    """A right password (here the same user's) used to clear the address's
+    failures, so guesses between sign-ins were never locked out."""
     app = make_app(auth={"lockout_failures": 2, "lockout_seconds": 60})
     client = app.test_client()
     assert sign_in(client, password="bad").status_code == 401
     assert sign_in(client).status_code == 302
     assert sign_in(app.test_client(), password="bad").status_code == 401
-    assert call_api(client, command="ListActiveCalls").code == 200
+    assert sign_in(app.test_client()).status_code == 429
+    assert call_api(client, command="ListActiveCalls").code == 307
 
 
 def test_a_denied_address_gets_nothing(make_app: MakeApp) -> None:
@@ -380,23 +384,28 @@ def test_the_api_is_unchanged_beside_the_console(client: FlaskClient) -> None:
 # -- the pieces --------------------------------------------------------------------------------
 
 
-def test_sessions_expire_when_idle_and_are_bounded() -> None:
+def test_sessions_expire_when_idle_and_are_bounded_per_user() -> None:
     now = [0.0]
-    sessions = Sessions(idle_s=100, size=2, clock=lambda: now[0])
-    user = User("u", "hash")
+    sessions = Sessions(idle_s=100, per_user=2, clock=lambda: now[0])
+    user, other = User("u", "hash"), User("admin", "hash2")
     a, _ = sessions.create(user)
     now[0] = 60
     assert sessions.get(a, touch=False) is not None
     now[0] = 120  # 120 s since a was last used: polling (touch=False) did not count
     assert sessions.get(a) is None
+    admin, _ = sessions.create(other)
     b, _ = sessions.create(user)
     now[0] = 130
     c, _ = sessions.create(user)
     now[0] = 140
     assert sessions.get(b) is not None
-    d, _ = sessions.create(user)  # full: the longest unused (c) goes
+    d, _ = sessions.create(user)  # u has two: its longest unused (c) goes
     assert sessions.get(c) is None and sessions.get(b) is not None and sessions.get(d)
-    assert len(sessions) == 2
+    # However often u signs in, admin's session stays.
+    for _ in range(50):
+        sessions.create(user)
+    assert sessions.get(admin) is not None
+    assert len(sessions) == 3
 
 
 def test_command_log_is_bounded_and_folds_repeated_reads() -> None:
@@ -416,3 +425,21 @@ def test_command_log_is_bounded_and_folds_repeated_reads() -> None:
     assert log.recent(1) == rows[:1]
     log.add(rec("x" * 5000))
     assert log.recent(1)[0].command == "x" * 64
+
+
+def test_refused_requests_are_counted_apart_and_evict_no_user_row() -> None:
+    log = CommandLog(size=3, refused_size=2)
+
+    def rec(command: str, code: int = 200, address: str = "10.0.0.1") -> CommandRecord:
+        return CommandRecord(datetime.now(), "api", "u", address, command, "-", "-", code)
+
+    log.add(rec("Call"))
+    log.add(rec("HangUp"))
+    for n in range(100):
+        log.add_refused(rec("ListActiveCalls", 304, f"10.0.1.{n}"))
+    for _ in range(30):
+        log.add_refused(rec("HangUp", 305, "10.0.0.9"))
+    rows = log.recent()
+    assert [(r.command, r.code, r.address, r.count) for r in rows] == [
+        ("HangUp", 305, "10.0.0.9", 30), ("ListActiveCalls", 304, "10.0.1.99", 1),
+        ("HangUp", 200, "10.0.0.1", 1), ("Call", 200, "10.0.0.1", 1)]

@@ -23,6 +23,7 @@ from gateway.commandlog import CommandLog, CommandRecord
 from gateway.errors import KeyStringError, describe, invalid
 from gateway.keys import parse_keys
 from gateway.lines.base import Party
+from gateway.logs import escape
 from gateway.notify import check_url
 from gateway.tones import DURATION_MS, GAP_MS, Timing, TonePlan
 
@@ -67,11 +68,15 @@ class Params:
             self.values[key] = value
             self.names.setdefault(key, name)
 
-    def get(self, name: str, command: str, *, required: bool = False) -> str | None:
+    def exact(self, name: str, command: str) -> str | None:
+        """The value as it was sent, not trimmed (a password is used exactly as given)."""
         key = name.lower()
         if key in self.repeated:
             raise invalid(name, command, "given more than once with different values")
-        value = self.values.get(key)
+        return self.values.get(key)
+
+    def get(self, name: str, command: str, *, required: bool = False) -> str | None:
+        value = self.exact(name, command)
         if value is not None:
             value = value.strip()
         if required and not value:
@@ -216,12 +221,23 @@ class Outcome:
         return self.text if self.text is not None else MESSAGES[self.code]
 
 
+def logged_name(command: str) -> str:
+    """A command's name as logs, metrics and the command log show it: the
+    API's own spelling, ``-`` for none, and ``other`` for every name the API
+    does not know (a password typed into the wrong field is one)."""
+    if not command:
+        return "-"
+    known = COMMANDS.get(command.lower())
+    return known[0] if known else "other"
+
+
 def outcome_of(exc: Exception, command: str) -> Outcome:
     """``exc`` as the API answers it; a bug is logged with its traceback and
     answered 800 without one."""
     described = describe(exc)
     if described.code is Code.INTERNAL_ERROR:
-        log.error("api: %s failed", log_field(command or "request"), exc_info=exc)
+        log.error("api: %s failed", logged_name(command) if command else "request",
+                  exc_info=exc)
     return Outcome(described.code, described.text, call=described.call, line=described.line)
 
 
@@ -237,32 +253,27 @@ def execute(handler: Handler, params: Params, command: str) -> Outcome:
     return Outcome(Code.OK, extra=extra, call=answered.call_id, line=answered.line)
 
 
-def log_field(text: str, limit: int = 64) -> str:
-    """``text`` as one printable token: control characters, spaces and
-    ``=`` escaped, at most ``limit`` characters."""
-    if text.isprintable() and " " not in text and "=" not in text and len(text) <= limit:
-        return text
-    escaped = text[:limit].encode("unicode_escape").decode("ascii")
-    escaped = escaped.replace(" ", "\\x20").replace("=", "\\x3d")
-    return escaped + ("..." if len(text) > limit else "")
-
-
-def record(via: str, user: str, address: str, command: str, outcome: Outcome,
+def record(via: str, user: str | None, address: str, command: str, outcome: Outcome,
            elapsed: float) -> None:
-    """Count, log and remember one command of the API or the console."""
+    """Count, log and remember one command of the API or the console; ``user``
+    is None when nobody signed in (the console's log keeps those apart)."""
     api_state = state()
     metrics = api_state.gateway.metrics
     # Only names the API knows become labels: a made-up name per request,
     # even without a password, would grow the registry without bound.
-    label = command if command.lower() in COMMANDS else "other"
+    name = logged_name(command)
+    label = name if name != "-" else "other"
     metrics.commands.labels(label, str(int(outcome.code))).inc()
     metrics.request_seconds.labels(label).observe(elapsed)
     # One line per command. Never the query string: it may carry a password.
-    # Client-supplied fields are escaped so a newline in a CallId cannot
-    # forge a second log line.
+    # Every value a client chose goes through logs.escape, so a newline in a
+    # CallId cannot forge a second log line.
     log.info("%s user=%s addr=%s command=%s line=%s call=%s code=%d ms=%.0f",
-             via, log_field(user), address, log_field(command or "-"), log_field(outcome.line),
-             log_field(outcome.call), outcome.code, elapsed * 1000)
-    api_state.commands.add(CommandRecord(
-        datetime.now(), via, user, address, command or "-", outcome.line, outcome.call,
-        int(outcome.code)))
+             via, escape(user or "-"), escape(address), name, escape(outcome.line),
+             escape(outcome.call), outcome.code, elapsed * 1000)
+    entry = CommandRecord(datetime.now(), via, user or "-", address, name, outcome.line,
+                          outcome.call, int(outcome.code))
+    if user is None:
+        api_state.commands.add_refused(entry)
+    else:
+        api_state.commands.add(entry)

@@ -17,9 +17,10 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway.api.commands import COMMANDS, Outcome, Params, execute, outcome_of, record, state
 from gateway.api.responses import render
-from gateway.auth import User
+from gateway.auth import LockedOut, User, check_login
 from gateway.codes import Code, message
 from gateway.errors import ApiError
+from gateway.logs import escape
 
 log = logging.getLogger("gateway.api")
 
@@ -27,8 +28,11 @@ bp = Blueprint("api", __name__)
 
 
 def credentials(params: Params) -> tuple[str, str] | None:
-    username = params.get("Username", "")
-    password = params.get("Password", "")
+    """The user name and password, from the parameters or Basic authentication.
+    The password exactly as sent (see gateway.auth); the name without the
+    whitespace no user name can hold."""
+    username = (params.exact("Username", "") or "").strip()
+    password = params.exact("Password", "") or ""
     if username and password:
         return username, password
     header = request.headers.get("Authorization", "")
@@ -38,8 +42,8 @@ def credentials(params: Params) -> tuple[str, str] | None:
             user, sep, secret = base64.b64decode(value, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return None
-        if sep:
-            return user, secret
+        if sep and user.strip():
+            return user.strip(), secret
     return None
 
 
@@ -47,17 +51,18 @@ def authenticate(params: Params, address: str, command: str) -> User:
     api = state()
     if not api.policy.permits(address):
         raise ApiError(Code.FORBIDDEN_ADDRESS)
-    if api.lockout.locked(address):
-        log.warning("api refused %s: locked out after repeated failures", address)
-        raise ApiError(Code.FORBIDDEN_ADDRESS)
-    given = credentials(params)
-    if given is None:
-        raise ApiError(Code.AUTH_REQUIRED)
-    user = api.users.verify(*given)
+    try:
+        if api.lockout.locked(address):
+            raise LockedOut("locked out after repeated failures")
+        given = credentials(params)
+        if given is None:
+            raise ApiError(Code.AUTH_REQUIRED)
+        user = check_login(api.users, api.lockout, address, *given)
+    except LockedOut as exc:
+        log.warning("api refused %s: %s", escape(address), exc.reason)
+        raise ApiError(Code.FORBIDDEN_ADDRESS) from None
     if user is None:
-        api.lockout.failed(address)
         raise ApiError(Code.AUTH_FAILED)
-    api.lockout.succeeded(address)
     if not user.may(command):
         raise ApiError(Code.FORBIDDEN_USER)
     return user
@@ -67,7 +72,8 @@ def authenticate(params: Params, address: str, command: str) -> User:
 def api() -> Response:
     started = time.monotonic()
     address = request.remote_addr or ""
-    command, user = "", "-"
+    command: str = ""
+    user: str | None = None
     try:
         try:
             params = Params()

@@ -21,8 +21,10 @@ from gateway.auth import User
 
 #: A session not used for this long ends (polling a live view does not count).
 IDLE_S = 12 * 3600.0
-#: More sessions than this drop the longest unused one.
-MAX_SESSIONS = 256
+#: Sessions one user may have; one more ends that user's longest unused one.
+#: Per user, so that signing in over and over as one user never signs
+#: anyone else out (the users file bounds how many users there are).
+SESSIONS_PER_USER = 16
 
 
 @dataclass
@@ -50,10 +52,10 @@ def _key(token: str) -> bytes:
 
 
 class Sessions:
-    def __init__(self, idle_s: float = IDLE_S, size: int = MAX_SESSIONS,
+    def __init__(self, idle_s: float = IDLE_S, per_user: int = SESSIONS_PER_USER,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.idle_s = idle_s
-        self.size = size
+        self.per_user = per_user
         self._clock = clock
         self._sessions: dict[bytes, Session] = {}
         self._lock = threading.Lock()
@@ -66,9 +68,10 @@ class Sessions:
         with self._lock:
             for key in [k for k, s in self._sessions.items() if now - s.seen > self.idle_s]:
                 del self._sessions[key]
-            while len(self._sessions) >= self.size:
-                oldest = min(self._sessions, key=lambda k: self._sessions[k].seen)
-                del self._sessions[oldest]
+            own = [k for k, s in self._sessions.items() if s.user == user.name]
+            own.sort(key=lambda k: self._sessions[k].seen)
+            for key in own[:max(0, len(own) - self.per_user + 1)]:
+                del self._sessions[key]
             self._sessions[_key(token)] = session
         return token, session
 

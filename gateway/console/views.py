@@ -36,12 +36,13 @@ from flask import (
 from werkzeug.wrappers import Response
 
 from gateway.api.commands import COMMANDS, ApiState, Outcome, Params, execute, record, state
-from gateway.auth import User
+from gateway.auth import LockedOut, User, check_login
 from gateway.calls import Call, Gateway
 from gateway.codes import Code
-from gateway.commandlog import CommandRecord
+from gateway.commandlog import SIZE, CommandRecord
 from gateway.console.sessions import Session, Sessions
 from gateway.errors import ConfigError
+from gateway.logs import escape
 
 log = logging.getLogger("gateway.console")
 
@@ -50,8 +51,11 @@ bp = Blueprint("console", __name__, template_folder="templates", static_folder="
 
 COOKIE = "dtmf_console"
 LOGIN_COOKIE = "dtmf_console_login"
-LOG_ROWS = 200
 PUBLIC = frozenset({"console.login", "console.static"})
+#: The pages a sign-in or a form may send the browser back to ("next"): a
+#: redirect goes to one of these, by its own path and never with a query, so
+#: it can neither leave the site nor carry anything a client wrote.
+PAGES = ("console.calls", "console.keypad", "console.lines", "console.command_log")
 FRAGMENTS = frozenset({"console.calls_fragment", "console.lines_fragment",
                        "console.log_fragment"})
 
@@ -140,7 +144,9 @@ def guard() -> Response | None:
     if found is None:
         if request.method != "GET" or _wants_json() or request.endpoint in FRAGMENTS:
             return _page_error(401, "Signed out", "Your session has ended: sign in again.")
-        return redirect(url_for(".login", next=request.full_path.rstrip("?")))
+        if request.endpoint in PAGES:
+            return redirect(url_for(".login", next=url_for(request.endpoint)))
+        return redirect(url_for(".login"))
     if request.method == "POST":
         given = request.form.get("csrf") or request.headers.get("X-CSRF-Token") or ""
         if not hmac.compare_digest(given.encode(), found.session.csrf.encode()):
@@ -153,7 +159,7 @@ def guard() -> Response | None:
 def users_file_broken(exc: ConfigError) -> Response:
     # The users file is edited by hand; say so instead of a bare 500, but keep
     # its path and contents to the log.
-    log.error("console: %s", exc)
+    log.error("console: %s", exc)  # the server's own file; the log handler keeps it one line
     return _page_error(500, "Users file unreadable",
                        "The gateway cannot read its users file; its log says why.")
 
@@ -183,11 +189,15 @@ def _clock(when: datetime) -> str:
     return when.strftime("%H:%M:%S" if when.date() == today else "%Y-%m-%d %H:%M:%S")
 
 
-def _local(path: str | None, default: str) -> str:
-    """``path`` if it is a path on this site (no open redirect), else ``default``."""
-    if not path or not path.startswith("/") or path.startswith("//") or "\\" in path:
-        return default
-    return path
+def _back_to(path: str | None, default: str) -> str:
+    """The console page ``path`` names (by its path alone; a query is left
+    behind), else ``default``."""
+    wanted = (path or "").split("?", 1)[0]
+    for endpoint in PAGES:
+        own = url_for(endpoint)
+        if wanted == own:
+            return own
+    return default
 
 
 # -- signing in ---------------------------------------------------------------
@@ -197,62 +207,71 @@ def _login_page(error: str = "", status: int = 200) -> Response:
     token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(32)
     response = make_response(render_template(
         "console/login.html", login_token=token, error=error,
-        next=_local(request.values.get("next"), ""), username=request.form.get("username", "")),
+        next=_back_to(request.values.get("next"), ""), username=request.form.get("username", "")),
         status)
     response.set_cookie(LOGIN_COOKIE, token, max_age=3600, httponly=True, samesite="Strict",
                         secure=request.is_secure, path="/login")
     return response
 
 
-def _remember_login(api: ApiState, user: str, code: Code) -> None:
-    api.commands.add(CommandRecord(datetime.now(), "console", user, _address(), "Login", "-",
-                                   "-", int(code)))
+def _remember_login(api: ApiState, user: str | None, code: Code) -> None:
+    entry = CommandRecord(datetime.now(), "console", user or "-", _address(), "Login", "-",
+                          "-", int(code))
+    if user is None:
+        api.commands.add_refused(entry)
+    else:
+        api.commands.add(entry)
 
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Response:
     if request.method == "GET":
         if visitor() is not None:
-            return redirect(_local(request.args.get("next"), url_for(".calls")))
+            return redirect(_back_to(request.args.get("next"), url_for(".calls")))
         return _login_page()
     api = state()
     address = _address()
     if api.lockout.locked(address):
-        log.warning("console refused %s: locked out after repeated failures", address)
-        _remember_login(api, "-", Code.FORBIDDEN_ADDRESS)
-        return _login_page("Too many failed sign-ins from this address: wait a few minutes.",
-                           429)
+        return _locked_out(api, "locked out after repeated failures")
     cookie = request.cookies.get(LOGIN_COOKIE, "")
     given = request.form.get("login_token", "")
     if not cookie or not hmac.compare_digest(cookie.encode(), given.encode()):
         return _login_page("The sign-in form was out of date: try again.", 400)
+    # The password exactly as typed, as everywhere (see gateway.auth).
     username = request.form.get("username", "").strip()
     password = request.form.get("password", "")
     if not username or not password:
         return _login_page("Enter a user name and a password.", 400)
-    user = api.users.verify(username, password)
+    try:
+        user = check_login(api.users, api.lockout, address, username, password)
+    except LockedOut as exc:
+        return _locked_out(api, exc.reason)
     if user is None:
-        api.lockout.failed(address)
         # Not the name given: a password typed into the name field must not reach the log.
-        log.info("console login failed addr=%s", address)
-        _remember_login(api, "-", Code.AUTH_FAILED)
+        log.info("console login failed addr=%s", escape(address))
+        _remember_login(api, None, Code.AUTH_FAILED)
         return _login_page("Wrong user name or password.", 401)
-    api.lockout.succeeded(address)
     sessions().drop(request.cookies.get(COOKIE))
     token, _ = sessions().create(user)
-    log.info("console login user=%s addr=%s", user.name, address)
+    log.info("console login user=%s addr=%s", escape(user.name), escape(address))
     _remember_login(api, user.name, Code.OK)
-    response = redirect(_local(request.form.get("next"), url_for(".calls")))
+    response = redirect(_back_to(request.form.get("next"), url_for(".calls")))
     response.set_cookie(COOKIE, token, httponly=True, samesite="Strict",
                         secure=request.is_secure, path="/")
     response.delete_cookie(LOGIN_COOKIE, path="/login")
     return response
 
 
+def _locked_out(api: ApiState, reason: str) -> Response:
+    log.warning("console refused %s: %s", escape(_address()), reason)
+    _remember_login(api, None, Code.FORBIDDEN_ADDRESS)
+    return _login_page("Too many failed sign-ins from this address: wait a few minutes.", 429)
+
+
 @bp.route("/logout", methods=["POST"])
 def logout() -> Response:
     sessions().drop(current().token)
-    log.info("console logout user=%s addr=%s", current().user.name, _address())
+    log.info("console logout user=%s addr=%s", escape(current().user.name), escape(_address()))
     response = redirect(url_for(".login"))
     response.delete_cookie(COOKIE, path="/")
     return response
@@ -282,7 +301,7 @@ def _lines() -> list[dict[str, Any]]:
 def _log() -> list[CommandRecord] | None:
     if not current().user.may("ListActiveCalls"):
         return None
-    return state().commands.recent(LOG_ROWS)
+    return state().commands.recent()
 
 
 def _page(template: str, active: str, **context: Any) -> str:
@@ -314,7 +333,7 @@ def lines() -> str:
 
 @bp.route("/log")
 def command_log() -> str:
-    return _page("console/log.html", "log", records=_log(), rows=LOG_ROWS)
+    return _page("console/log.html", "log", records=_log(), rows=SIZE)
 
 
 @bp.route("/fragment/calls")
@@ -389,4 +408,4 @@ def hang_up() -> Response:
         current().session.flash("ok", f"Call {call_id} hung up.")
     else:
         current().session.flash("error", f"Not hung up. {_said(outcome)}")
-    return redirect(_local(request.form.get("next"), url_for(".calls")))
+    return redirect(_back_to(request.form.get("next"), url_for(".calls")))
