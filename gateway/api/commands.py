@@ -133,7 +133,7 @@ def place_call(params: Params) -> tuple[str, Call]:
     except KeyStringError as exc:
         raise invalid("Dialed", command, str(exc)) from None
     urls: dict[str, str] = {}
-    for name in ("Url", "ErrorUrl", "FinishedUrl"):
+    for name in ("Url", "ErrorUrl", "FinishedUrl", "DtmfUrl"):
         value = params.get(name, command) or ""
         if value:
             try:
@@ -158,7 +158,7 @@ def place_call(params: Params) -> tuple[str, Call]:
         script = ozml.parse(inline, state().gateway.timing)
     call = state().gateway.place_call(
         dialed, url=urls["Url"], script=script, error_url=urls["ErrorUrl"],
-        finished_url=urls["FinishedUrl"], ring_time_s=ring_time,
+        finished_url=urls["FinishedUrl"], ring_time_s=ring_time, dtmf_url=urls["DtmfUrl"],
     )
     return "  " + element("CallId", call.call_id) + "\n", call
 
@@ -181,6 +181,8 @@ def list_active_calls(params: Params) -> tuple[str, None]:
             ("RingDuration", f"{call.ring_seconds:.3f}"),
             ("TalkDuration", f"{call.talk_seconds:.3f}"),
             ("CallState", call.state.value),
+            # Ours: what the far end pressed so far (on lines that hear keys).
+            ("DtmfReceived", "".join(call.keys.all)),
         ]
         rows.append("    <Call>\n")
         rows.extend(f"      {element(name, value)}\n" for name, value in fields)

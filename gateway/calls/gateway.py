@@ -11,10 +11,11 @@ policy), :mod:`~gateway.calls.registry` (the calls),
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from gateway import notify, ozml
@@ -249,6 +250,7 @@ class Gateway:
         error_url: str = "",
         finished_url: str = "",
         ring_time_s: float | None = None,
+        dtmf_url: str = "",
     ) -> Call:
         """Seize a free line, dial, and return the connected call.
 
@@ -256,7 +258,8 @@ class Gateway:
         OzML it answers runs on the call; with ``script`` that OzML runs.
         Without either the call stays up until HangUp. On a line that hears,
         the call is connected when the far end answers, and ``ring_time_s``
-        bounds how long it may ring (402 ``NoAnswer``).
+        bounds how long it may ring (402 ``NoAnswer``). Each key the far end
+        presses goes to ``dtmf_url`` as a DtmfEntered notification.
         """
         dial = TonePlan(parse_keys(dialed), self.timing)  # checked by the caller too
         if script is not None:
@@ -269,7 +272,7 @@ class Gateway:
             # is tried again only when no healthy line is free.
             line = next((ln for ln in free if ln.fault is None), free[0])
             call = Call(self.registry.new_id(), line.name, "outbound", dialed=dialed, url=url,
-                        error_url=error_url, finished_url=finished_url)
+                        error_url=error_url, finished_url=finished_url, dtmf_url=dtmf_url)
             self.registry.add(call)
             line.call = call
 
@@ -475,10 +478,14 @@ class Gateway:
 
     def _key_heard(self, line: Line, key: str, duration_ms: int) -> None:
         call = line.call
-        if call is not None and call.state is CallState.IN_CALL:
-            call.keys_heard.append(key)
-            log.info("call %s on %s: the far end pressed %s (%d ms)", call.call_id, line.name,
-                     key, duration_ms)
+        if call is None or call.state is not CallState.IN_CALL:
+            return
+        log.info("call %s on %s: the far end pressed %s (%d ms)", call.call_id, line.name,
+                 key, duration_ms)
+        call.keys.put(key)
+        if call.dtmf_url:
+            self.notifier.send_later(call.dtmf_url, notifications.dtmf_entered(call, key),
+                                     stream=call.call_id)
 
     def _hearing_failed(self, line: Line, exc: LineFault) -> None:
         """The line's capture failed: a hardware fault like any other, handled
@@ -530,6 +537,7 @@ class _Control:
         self._gateway = gateway
         self._line = line
         self._call = call
+        self._barging = False
 
     @property
     def ended(self) -> bool:
@@ -544,10 +552,40 @@ class _Control:
                                lambda: driver.speak(text, language, party))
 
     def wait(self, seconds: float) -> None:
-        self._call.hangup.wait(seconds)
+        if self._barging:
+            self._call.keys.wait(seconds)  # a key (or the call's end) ends it
+        else:
+            self._call.hangup.wait(seconds)
 
     def progress(self) -> None:
         self._line.worker.progress()
 
     def report(self, exc: Exception) -> None:
         self._gateway.report_error(self._call, exc)
+
+    @contextlib.contextmanager
+    def barge_in(self) -> Iterator[None]:
+        keys = self._call.keys
+        driver = self._line.driver
+        self._barging = True
+        keys.on_key = driver.cut_output
+        try:
+            yield
+        finally:
+            keys.on_key = None
+            self._barging = False
+
+    @property
+    def key_waiting(self) -> bool:
+        return self._call.keys.waiting
+
+    def take_key(self, timeout: float | None) -> str | None:
+        return self._call.keys.take(timeout)
+
+    def flush_keys(self) -> None:
+        self._call.keys.flush()
+
+    def fetch(self, url: str, notification: str,
+              extra: dict[str, str]) -> tuple[ozml.Command, ...] | None:
+        fields = {**notifications.call_fields(self._call, notification), **extra}
+        return self._gateway._fetch_script(self._line, self._call, url, fields)

@@ -176,6 +176,11 @@ class LineDriver(ABC):
     def emit(self, plan: TonePlan, party: Party = Party.ALL) -> None:
         """Put the plan's tones on the line; return when the last gap has passed."""
 
+    def cut_output(self) -> None:
+        """Stop the tones or speech playing now, from any thread (the far end
+        pressed a key over a menu's prompt): the command returns as if it
+        were done. A driver that cannot stop mid-way lets it finish."""
+
     def speak(self, text: str, language: str | None = None, party: Party = Party.ALL) -> None:
         """Say ``text`` on the line. Tone-only hardware raises NotSupported."""
         raise NotSupported(f"a {self.driver_name} line cannot speak")
