@@ -101,7 +101,27 @@ class UserInput:
     finish_key: str = ""
 
 
-Command = SendDTMF | Delay | Speak | Hangup | GoTo | UserInput
+#: Ozeki's call-control commands an analog line has no means for, and why:
+#: the API answers them 303, and a script reports them to ErrorUrl and goes on.
+ANALOG_CANNOT = {
+    "Hold": "an analog line has one loop and no hold signalling; the far end would hear "
+            "silence, not hold",
+    "Unhold": "an analog line cannot hold a call (see Hold)",
+    "AttendedTransfer": "an attended transfer needs a second line in the same call and a "
+                        "PBX to join them; use BlindTransfer on a PBX extension",
+    "Forward": "an analog line cannot forward a call it has not answered; a ringing call "
+               "is the exchange's to forward",
+}
+
+
+@dataclass(frozen=True)
+class CannotHere:
+    """A command of :data:`ANALOG_CANNOT`: reported when reached (303)."""
+
+    command: str
+
+
+Command = SendDTMF | Delay | Speak | Hangup | GoTo | UserInput | CannotHere
 
 
 def _bad(detail: str, parameter: str, command: str) -> OzmlError:
@@ -241,6 +261,9 @@ class _Parser:
             return GoTo(_url(_attr(element, "Url") or element.text, "GoTo", "GoTo"))
         if tag == "userinput":
             return self.user_input(element, depth)
+        named = next((name for name in ANALOG_CANNOT if name.lower() == tag), None)
+        if named is not None:
+            return CannotHere(named)
         raise OzmlError(Code.NOT_IMPLEMENTED, element.tag, command=element.tag)
 
     def user_input(self, element: Element, depth: int) -> UserInput:

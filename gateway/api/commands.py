@@ -20,7 +20,7 @@ from gateway.auth import COMMAND_NAMES, AddressPolicy, Lockout, Users
 from gateway.calls import Call, Gateway
 from gateway.codes import MESSAGES, Code
 from gateway.commandlog import CommandLog, CommandRecord
-from gateway.errors import KeyStringError, describe, invalid
+from gateway.errors import Inappropriate, KeyStringError, describe, invalid
 from gateway.keys import parse_keys
 from gateway.lines.base import Party
 from gateway.logs import escape
@@ -28,6 +28,9 @@ from gateway.notify import check_url
 from gateway.tones import DURATION_MS, GAP_MS, Timing, TonePlan
 
 log = logging.getLogger("gateway.api")
+
+#: A Speak's text at most: about four minutes of speech.
+MAX_SPEAK_CHARS = 4000
 
 
 @dataclass
@@ -163,6 +166,30 @@ def place_call(params: Params) -> tuple[str, Call]:
     return "  " + element("CallId", call.call_id) + "\n", call
 
 
+def speak(params: Params) -> tuple[str, Call]:
+    command = "Speak"
+    text = params.required("Text", command)
+    if len(text) > MAX_SPEAK_CHARS:
+        raise invalid("Text", command, f"{len(text)} characters is more than {MAX_SPEAK_CHARS}")
+    party_text = params.get("Party", command)
+    try:
+        party = Party.parse(party_text) if party_text else Party.ALL
+    except ValueError as exc:
+        raise invalid("Party", command, str(exc)) from None
+    # Ozeki's Voice names a voice of its text-to-speech engine; espeak-ng's
+    # voices are named by language, so either picks one.
+    language = params.get("Language", command) or params.get("Voice", command)
+    call = state().gateway.speak(params.get("CallId", command), text, language, party)
+    return "", call
+
+
+def analog_cannot(command: str) -> Handler:
+    def refuse(params: Params) -> tuple[str, Call | None]:
+        raise Inappropriate(command, ozml.ANALOG_CANNOT[command])
+
+    return refuse
+
+
 def hang_up(params: Params) -> tuple[str, Call]:
     return "", state().gateway.hang_up(params.get("CallId", "HangUp"))
 
@@ -197,6 +224,8 @@ HANDLERS: dict[str, Handler] = {
     "Call": place_call,
     "HangUp": hang_up,
     "ListActiveCalls": list_active_calls,
+    "Speak": speak,
+    **{name: analog_cannot(name) for name in ozml.ANALOG_CANNOT},
 }
 #: By lower-cased name: the API matches names without regard to case. The
 #: names are auth's (``passwd --commands`` checks against them): one list.

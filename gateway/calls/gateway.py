@@ -33,6 +33,7 @@ from gateway.errors import (
     LineBusy,
     LineFault,
     NotifyError,
+    NotSupported,
     OzmlError,
     describe,
 )
@@ -239,6 +240,28 @@ class Gateway:
                 call.touch()
 
         self._run(line, job, expected_s=plan.seconds)
+        return call
+
+    def speak(self, call_id: str | None, text: str, language: str | None, party: Party) -> Call:
+        """Say ``text`` into the call; returns when it has been said."""
+        call = self.find(call_id, "Speak")
+        if call.state is CallState.RINGING:
+            raise Inappropriate("Speak", "the call is ringing and has not been answered")
+        line = self.lines[call.line]
+        call.touch()
+
+        def job() -> None:
+            if call.over:
+                raise CallEnded(call.call_id, call.end_reason)
+            try:
+                self._guarded(line, call, lambda: line.driver.speak(text, language, party))
+            except NotSupported as exc:
+                exc.command = "Speak"
+                raise
+            finally:
+                call.touch()
+
+        self._run(line, job, expected_s=len(text) / ozml.SPEECH_CHARS_PER_S)
         return call
 
     def place_call(

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway import ozml
-from gateway.errors import NotSupported
+from gateway.errors import Inappropriate, NotSupported
 from gateway.lines.base import Party
 from gateway.tones import TonePlan
 
@@ -120,6 +120,11 @@ def _hangup(control: CallControl, command: ozml.Hangup, ctx: Context) -> Flow:
     return Flow.HANG_UP
 
 
+def _cannot(control: CallControl, command: ozml.CannotHere, ctx: Context) -> Flow:
+    control.report(Inappropriate(command.command, ozml.ANALOG_CANNOT[command.command]))
+    return Flow.NEXT
+
+
 def _fetched(control: CallControl, url: str, notification: str, extra: dict[str, str],
              ctx: Context) -> Flow:
     if ctx.fetches >= MAX_FETCH_DEPTH:
@@ -197,6 +202,7 @@ STEPS: dict[type, Step] = {
     ozml.Hangup: _hangup,
     ozml.GoTo: _goto,
     ozml.UserInput: _user_input,
+    ozml.CannotHere: _cannot,
 }
 
 
