@@ -46,7 +46,7 @@ from gateway.errors import ConfigError
 #: The shortest password ``passwd`` accepts unless ``auth.min_password_length`` says less.
 MIN_PASSWORD_LENGTH = 8
 
-COMMAND_NAMES = ("SendDTMF", "Call", "HangUp", "ListActiveCalls", "Speak",
+COMMAND_NAMES = ("SendDTMF", "Call", "HangUp", "ListActiveCalls", "Speak", "Play",
                  "Hold", "Unhold", "AttendedTransfer", "Forward")
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 16384, 8, 1

@@ -112,6 +112,13 @@ class CallsConfig:
     #: An OzML script that would hold the line longer than this (its keys,
     #: delays and speech added up) is refused before anything of it runs.
     max_script_s: float = field(default=3600.0, metadata={"min": 1.0, "max": 86400.0})
+    #: Where Play's local ``AudioFile`` paths are (beside the config file
+    #: when relative); nothing outside it is played.
+    media_dir: str = "media"
+    #: The largest audio file Play reads or fetches (20 MiB: 20 minutes of
+    #: 8 kHz 16-bit mono, 2 minutes of 48 kHz stereo).
+    max_media_bytes: int = field(default=20 * 1024 * 1024,
+                                 metadata={"min": 1024, "max": 512 * 1024 * 1024})
 
 
 #: Who may read ``/healthz`` and ``/metrics``.

@@ -38,6 +38,9 @@ MAX_DELAY_S = 600.0
 #: UserInput's bounds: seconds to wait for a key, digits to collect.
 MAX_TIMEOUT_S = 600.0
 MAX_DIGITS = 64
+#: Play: at most this many repeats (a number), and this long in all.
+MAX_PLAYS = 100
+MAX_PLAY_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,18 @@ class Speak:
 @dataclass(frozen=True)
 class Hangup:
     pass
+
+
+@dataclass(frozen=True)
+class Play:
+    """Play ``audio_file`` (a path in the media folder or an http(s) URL)
+    ``times`` times (0: again and again), for at most ``timeout_s`` (0: no
+    limit but the call's own)."""
+
+    audio_file: str
+    party: Party
+    times: int = 1
+    timeout_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -121,7 +136,7 @@ class CannotHere:
     command: str
 
 
-Command = SendDTMF | Delay | Speak | Hangup | GoTo | UserInput | CannotHere
+Command = SendDTMF | Delay | Speak | Hangup | Play | GoTo | UserInput | CannotHere
 
 
 def _bad(detail: str, parameter: str, command: str) -> OzmlError:
@@ -222,6 +237,38 @@ def _key(element: Element, name: str, command: str) -> str:
     return text
 
 
+def play(audio_file: str | None, party: str | None, repeat: str | None,
+         timeout: str | None, command: str = "Play") -> Play:
+    """A Play from its parameters (the API's and OzML's alike)."""
+    source = (audio_file or "").strip()
+    if not source:
+        raise _bad("an AudioFile is needed", "AudioFile", command)
+    try:
+        chosen = Party.parse(party) if party and party.strip() else Party.ALL
+    except ValueError as exc:
+        raise _bad(str(exc), "Party", command) from None
+    text = (repeat or "false").strip().lower()
+    if text in ("true", "false"):
+        times = 0 if text == "true" else 1
+    else:
+        try:
+            times = int(text)
+        except ValueError:
+            raise _bad(f"{text!r} is not true, false or a number of times", "Repeat",
+                       command) from None
+        if not 1 <= times <= MAX_PLAYS:
+            raise _bad(f"{times} is outside 1 to {MAX_PLAYS} times", "Repeat", command)
+    try:
+        seconds = float(timeout) if timeout and timeout.strip() else 0.0
+    except ValueError:
+        raise _bad(f"{timeout!r} is not a number of seconds", "Timeout", command) from None
+    if not 0 <= seconds <= MAX_PLAY_S:
+        raise _bad(f"{seconds:g} s is outside 0 to {MAX_PLAY_S:g} s", "Timeout", command)
+    if times == 0 and seconds == 0:
+        seconds = MAX_PLAY_S
+    return Play(source, chosen, times, seconds)
+
+
 def _child(element: Element, name: str) -> Element | None:
     found = [child for child in element if child.tag.lower() == name]
     return found[0] if found else None
@@ -257,6 +304,9 @@ class _Parser:
                          language.strip() if language else None)
         if tag == "hangup":
             return Hangup()
+        if tag == "play":
+            return play(_attr(element, "AudioFile") or element.text, _attr(element, "Party"),
+                        _attr(element, "Repeat"), _attr(element, "Timeout"))
         if tag == "goto":
             return GoTo(_url(_attr(element, "Url") or element.text, "GoTo", "GoTo"))
         if tag == "userinput":
@@ -335,7 +385,8 @@ SPEECH_CHARS_PER_S = 10.0
 
 def line_seconds(commands: tuple[Command, ...]) -> float:
     """How long ``commands`` hold the line at most: keys and their gaps,
-    delays, and speech at :data:`SPEECH_CHARS_PER_S`. A UserInput counts its
+    delays, speech at :data:`SPEECH_CHARS_PER_S`, a Play's timeout (a file's
+    length is known only when it is fetched). A UserInput counts its
     initial commands once, its wait for every key, and its longest entry (a
     menu that repeats until the caller chooses is bounded by the call's own
     maximum length instead); a GoTo's document is checked when fetched."""
@@ -347,6 +398,8 @@ def line_seconds(commands: tuple[Command, ...]) -> float:
             total += command.seconds
         elif isinstance(command, Speak):
             total += len(command.text) / SPEECH_CHARS_PER_S
+        elif isinstance(command, Play):
+            total += command.timeout_s
         elif isinstance(command, UserInput):
             total += line_seconds(command.initial)
             total += command.timeout_s * command.max_digits

@@ -183,6 +183,13 @@ def speak(params: Params) -> tuple[str, Call]:
     return "", call
 
 
+def play(params: Params) -> tuple[str, Call]:
+    command = "Play"
+    chosen = ozml.play(params.get("AudioFile", command), params.get("Party", command),
+                       params.get("Repeat", command), params.get("Timeout", command))
+    return "", state().gateway.play(params.get("CallId", command), chosen)
+
+
 def analog_cannot(command: str) -> Handler:
     def refuse(params: Params) -> tuple[str, Call | None]:
         raise Inappropriate(command, ozml.ANALOG_CANNOT[command])
@@ -225,6 +232,7 @@ HANDLERS: dict[str, Handler] = {
     "HangUp": hang_up,
     "ListActiveCalls": list_active_calls,
     "Speak": speak,
+    "Play": play,
     **{name: analog_cannot(name) for name in ozml.ANALOG_CANNOT},
 }
 #: By lower-cased name: the API matches names without regard to case. The

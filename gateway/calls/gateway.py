@@ -12,13 +12,14 @@ policy), :mod:`~gateway.calls.registry` (the calls),
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from gateway import notify, ozml
+from gateway import media, notify, ozml
 from gateway.calls import notifications, script
 from gateway.calls.line import Line, LineSnapshot
 from gateway.calls.notifications import Notifier
@@ -263,6 +264,51 @@ class Gateway:
 
         self._run(line, job, expected_s=len(text) / ozml.SPEECH_CHARS_PER_S)
         return call
+
+    def play(self, call_id: str | None, command: ozml.Play) -> Call:
+        """Play an audio file into the call; returns when it has played."""
+        call = self.find(call_id, "Play")
+        if call.state is CallState.RINGING:
+            raise Inappropriate("Play", "the call is ringing and has not been answered")
+        line = self.lines[call.line]
+        call.touch()
+
+        def job() -> None:
+            if call.over:
+                raise CallEnded(call.call_id, call.end_reason)
+            try:
+                self._play(line, call, command)
+            finally:
+                call.touch()
+
+        self._run(line, job, expected_s=command.timeout_s or ozml.MAX_PLAY_S)
+        return call
+
+    def _play(self, line: Line, call: Call, command: ozml.Play) -> None:
+        """On the line's worker: fetch, decode and play ``command``'s file."""
+        driver = line.driver
+        rate = driver.audio_rate
+        if rate is None:
+            refused = NotSupported(f"a {driver.driver_name} line plays no audio")
+            refused.command = "Play"
+            raise refused
+        calls = self.config.calls
+        samples = media.load(command.audio_file, rate,
+                             media_dir=self.config.path(calls.media_dir),
+                             max_bytes=calls.max_media_bytes,
+                             timeout=self.config.server.notify_timeout_s,
+                             policy=self.notifier.policy)
+        # Timeout counts the audio's own time (the line's), not the wall clock.
+        budget = round(command.timeout_s * rate) if command.timeout_s else None
+        played = 0
+        while (command.times == 0 or played < command.times) and not call.hangup.is_set():
+            part = samples if budget is None else samples[:budget]
+            if len(part) == 0:
+                return
+            self._guarded(line, call, functools.partial(driver.play_audio, part, command.party))
+            played += 1
+            if budget is not None:
+                budget -= len(part)
 
     def place_call(
         self,
@@ -573,6 +619,9 @@ class _Control:
         driver = self._line.driver
         self._gateway._guarded(self._line, self._call,
                                lambda: driver.speak(text, language, party))
+
+    def play(self, command: ozml.Play) -> None:
+        self._gateway._play(self._line, self._call, command)
 
     def wait(self, seconds: float) -> None:
         if self._barging:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway import ozml
-from gateway.errors import Inappropriate, NotSupported
+from gateway.errors import Inappropriate, MediaError, NotSupported
 from gateway.lines.base import Party
 from gateway.tones import TonePlan
 
@@ -64,6 +64,9 @@ class CallControl(Protocol):
     def emit(self, plan: TonePlan, party: Party) -> None: ...
 
     def speak(self, text: str, language: str | None, party: Party) -> None: ...
+
+    def play(self, command: ozml.Play) -> None:
+        """Play its audio file; MediaError when it cannot be had."""
 
     def wait(self, seconds: float) -> None:
         """Spend ``seconds`` on the call; returns early when the call ends
@@ -112,6 +115,17 @@ def _speak(control: CallControl, command: ozml.Speak, ctx: Context) -> Flow:
     except NotSupported as exc:
         # Reported, and the script goes on: a menu without its prompt still works.
         exc.command = "Speak"
+        control.report(exc)
+    return Flow.NEXT
+
+
+def _play(control: CallControl, command: ozml.Play, ctx: Context) -> Flow:
+    try:
+        control.play(command)
+    except (NotSupported, MediaError) as exc:
+        # Reported, and the script goes on, as for a Speak the line cannot say.
+        if isinstance(exc, NotSupported):
+            exc.command = "Play"
         control.report(exc)
     return Flow.NEXT
 
@@ -200,6 +214,7 @@ STEPS: dict[type, Step] = {
     ozml.Delay: _delay,
     ozml.Speak: _speak,
     ozml.Hangup: _hangup,
+    ozml.Play: _play,
     ozml.GoTo: _goto,
     ozml.UserInput: _user_input,
     ozml.CannotHere: _cannot,

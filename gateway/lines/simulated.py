@@ -181,6 +181,19 @@ class SimulatedLine(LineDriver):
                                routing.channels_for(party)))
         self._wait(seconds)
 
+    @property
+    def audio_rate(self) -> int:
+        return self.engine.settings.rate
+
+    def play_audio(self, samples: Samples, party: Party = Party.ALL) -> None:
+        if self._hook is not HookState.OFF_HOOK:
+            raise LineFault("the line is on hook: audio would reach nobody")
+        routing = self.options.routing
+        with self._faults_on_hook():
+            self._event(f"play {party.value} {len(samples) / self.audio_rate:.3f} s")
+            self._record(route(samples, routing.channels, routing.channels_for(party)))
+        self._wait(len(samples) / self.audio_rate)
+
     def ring(self, caller_id: str | None = None) -> None:
         """Ring the line from outside (tests, the console)."""
         self._note(f"ring {caller_id or '-'}")
