@@ -203,7 +203,7 @@ def test_slow_connections_up_to_the_limit_do_not_stop_the_watchdog(
                     notify_socket.wait_for("WATCHDOG", "1", timeout=15)
                 assert connections(gw.proc.pid, port) == 20  # no more accepted meanwhile
                 assert slow.closed == []
-            # The answer comes as soon as one of the slow ones lets go.
+            # The waiting client is answered once the slow ones let go.
             with socket.create_connection(("127.0.0.1", port), timeout=30) as waiting:
                 waiting.sendall(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
                 slow.close()
