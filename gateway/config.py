@@ -54,6 +54,15 @@ class ServerConfig:
     #: A request waiting for its line holds one of these, so there are enough
     #: for full queues on a few lines with some left for ListActiveCalls and health.
     threads: int = field(default=64, metadata={"min": 4, "max": 512})
+    #: Connections open at once; beyond it the server stops accepting until one
+    #: closes. A half-sent request holds one, not a thread, so this is what a
+    #: flood of slow clients uses up. At most 900: waitress's loop watches its
+    #: sockets with select(), which cannot see a descriptor numbered 1024 or more.
+    connection_limit: int = field(default=500, metadata={"min": 10, "max": 900})
+    #: A connection is closed when its request has not fully arrived this long
+    #: after its first byte, or when it has been idle this long; whole seconds.
+    #: A command being carried out is never cut short by it.
+    channel_timeout_s: int = field(default=30, metadata={"min": 1, "max": 3600})
     max_request_bytes: int = field(default=65536, metadata={"min": 1024, "max": 10485760})
     #: Where IncomingCall notifications go; empty: incoming calls are not answered.
     incoming_url: str = ""
