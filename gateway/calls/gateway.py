@@ -41,6 +41,7 @@ from gateway.errors import (
 from gateway.keys import Tone, parse_keys
 from gateway.lines import BuiltLine, build_line
 from gateway.lines.base import Party
+from gateway.logs import escape
 from gateway.metrics import Metrics
 from gateway.tones import TonePlan
 
@@ -482,7 +483,7 @@ class Gateway:
             self.registry.add(call)
             line.call = call
         log.info("line %s: incoming call %s from %s", line.name, call.call_id,
-                 caller_id or "unknown")
+                 escape(caller_id) if caller_id else "unknown")
         if self.config.server.incoming_url:
             try:
                 line.worker.submit(lambda: self._answer(line, call))
