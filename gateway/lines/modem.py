@@ -357,6 +357,32 @@ class ATProtocol(LineReader):  # type: ignore[misc]
         self._on_lost(exc)
 
 
+class _ReadSide:
+    """A serial port as pyserial's reader thread uses it. Between two reads
+    the thread asks ``in_waiting``, whose ioctl fails with a bare OSError
+    (EIO) once a USB modem has vanished; the thread ends (through
+    ``connection_lost``) only on a SerialException, which a failing read
+    raises. Here both fail alike."""
+
+    _port: serial.SerialBase
+
+    def __init__(self, port: serial.SerialBase) -> None:
+        object.__setattr__(self, "_port", port)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._port, name)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        setattr(self._port, name, value)
+
+    @property
+    def in_waiting(self) -> int:
+        try:
+            return int(self._port.in_waiting)
+        except OSError as exc:
+            raise serial.SerialException(f"the port failed: {exc}") from exc
+
+
 class ATPort:
     """A modem's serial port with pyserial's reader thread; one command at a time."""
 
@@ -390,7 +416,7 @@ class ATPort:
             port.reset_input_buffer()
         except (serial.SerialException, OSError, ValueError) as exc:
             raise LineFault(f"{self.label} cannot be opened: {exc}") from exc
-        reader = ReaderThread(port, lambda: self._protocol)
+        reader = ReaderThread(_ReadSide(port), lambda: self._protocol)
         reader.name = f"modem-reader {self.url}"
         reader.start()
         self._reader = reader
