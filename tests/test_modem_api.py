@@ -203,7 +203,8 @@ def call_state(api: Callable[..., Answer]) -> str:
 def test_ringback_shows_ringing_and_the_answer_connects_the_call(
     make_app: Callable[..., Flask], sim: SimulatedModem, receiver: Receiver
 ) -> None:
-    answered = FarEnd("OK", 0.05, (*rings(0.2, 0.6, 1.0, 1.4, 1.8), FarEvent(2.2, "quiet")))
+    # The first ringback during the dial, so it is on the wire before the result.
+    answered = FarEnd("OK", 0.3, (*rings(0.1, 0.5, 0.9, 1.3, 1.7), FarEvent(2.1, "quiet")))
     app = make_app([hearing_line(sim, n100=answered)], tones=TONES)
     api = api_of(app)
     placed: list[Answer] = []
@@ -219,18 +220,18 @@ def test_ringback_shows_ringing_and_the_answer_connects_the_call(
     assert connected["CallId"] == placed[0].text("CallId")
 
 
-@pytest.mark.parametrize(("far", "state"), [
-    (FarEnd("OK", 0.05, (*rings(0.2), FarEvent(0.6, "busy"))), "Busy"),
-    (FarEnd("BUSY", 0.3), "Busy"),
-    (FarEnd("NO DIALTONE", 0.3), "NoDialTone"),
-    (FarEnd("OK", 0.05, rings(*(0.2 + 0.4 * n for n in range(10)))), "NoAnswer"),
+@pytest.mark.parametrize(("far", "ring_time", "state"), [
+    (FarEnd("OK", 0.3, (*rings(0.1), FarEvent(0.6, "busy"))), "5", "Busy"),
+    (FarEnd("BUSY", 0.3), "5", "Busy"),
+    (FarEnd("NO DIALTONE", 0.3), "5", "NoDialTone"),
+    (FarEnd("OK", 0.3, rings(*(0.1 + 0.4 * n for n in range(10)))), "1", "NoAnswer"),
 ], ids=["busy-report", "busy-result", "no-dial-tone", "rings-past-RingTime"])
 def test_a_call_that_does_not_connect_is_402_with_its_state_and_the_line_on_hook(
-    make_app: Callable[..., Flask], sim: SimulatedModem, far: FarEnd, state: str
+    make_app: Callable[..., Flask], sim: SimulatedModem, far: FarEnd, ring_time: str, state: str
 ) -> None:
     app = make_app([hearing_line(sim, n200=far)], tones=TONES)
     api = api_of(app)
-    answer = api(command="Call", Dialed="200", RingTime="1")
+    answer = api(command="Call", Dialed="200", RingTime=ring_time)
     assert (answer.code, answer.message) == (
         402, f"Call connect to '200' failed with result state '{state}'")
     wait_until(lambda: not sim.off_hook)
@@ -264,7 +265,8 @@ def test_far_end_keys_reach_the_call_and_its_own_keys_do_not(
     api = api_of(app)
     call_id = api(command="Call", Dialed="400").text("CallId")
     assert api(command="SendDTMF", CallId=call_id, Party="all", Keys="159").code == 200
-    sim.hear(FarEvent(0.0, "1"), FarEvent(0.3, "*"), FarEvent(0.6, "0"))
+    # The far end's 1 comes over 300 ms after our command's OK: past its echo window.
+    sim.hear(FarEvent(0.3, "1"), FarEvent(0.6, "*"), FarEvent(0.9, "0"))
     gateway: Gateway = app.extensions["dtmf_gateway"]
     (call,) = gateway.active_calls()
     wait_until(lambda: len(call.keys_heard) == 3)

@@ -170,9 +170,8 @@ def test_results_on_their_own_are_the_call_dropped() -> None:
     assert reports.result("OK", 5.0, setting_up=False) == []
 
 
-def test_vts_keys_times_each_key_of_a_command_line() -> None:
-    assert vts_keys("AT+VTS={1,6},[0,0,6],{#,10},[0,0,255],{!,50},{D,4}") == [
-        ("1", 0, 60), ("#", 120, 220), ("D", 3270, 3310)]
+def test_vts_keys_are_the_keys_of_a_command_line() -> None:
+    assert vts_keys("AT+VTS={1,6},[0,0,6],{#,10},[0,0,255],{!,50},{D,4}") == "1#D"
 
 
 # -- the set-up's fixed wait for a modem that reports nothing --------------------------
@@ -292,6 +291,11 @@ def far(sim: SimulatedModem, number: str, result: str = "OK", result_at: float =
     sim.far_end = ScriptedFarEnds({**ends, number: FarEnd(result, result_at, timeline)})
 
 
+# Where a far end rings, its first ringback comes during the dial: the
+# simulator writes it before the dial's result, so the set-up is ringing
+# before answer_wait_ms could start to count, however late threads run.
+
+
 def sent(sim: SimulatedModem, data: bytes) -> float:
     """When the simulator sent ``data`` (time.monotonic())."""
     return next(at for at, what in sim.reports if what == data)
@@ -300,7 +304,7 @@ def sent(sim: SimulatedModem, data: bytes) -> float:
 def test_ringback_then_quiet_is_the_answer(sim: SimulatedModem,
                                            modem: tuple[ModemLine, Told]) -> None:
     line, told = modem
-    far(sim, "100", "OK", 0.05, (0.2, "ringback"), (0.6, "ringback"), (1.0, "quiet"))
+    far(sim, "100", "OK", 0.3, (0.1, "ringback"), (0.5, "ringback"), (0.9, "quiet"))
     line.place_call("100", FAST)
     returned = time.monotonic()
     assert told.rang.is_set() and line.hook is HookState.OFF_HOOK and sim.off_hook
@@ -334,7 +338,7 @@ def test_busy_after_the_dial_fails_the_call_and_the_line_goes_on_hook(
         sim: SimulatedModem, modem: tuple[ModemLine, Told], how: str) -> None:
     line, told = modem
     busy: tuple[float, str] = (0.6, "busy") if how == "busy report" else (0.6, "BUSY")
-    far(sim, "400", "OK", 0.05, (0.2, "ringback"), busy)
+    far(sim, "400", "OK", 0.3, (0.1, "ringback"), busy)
     with pytest.raises(CallFailed) as failed:
         line.place_call("400", FAST)
     assert failed.value.state == "Busy" and told.rang.is_set()
@@ -345,7 +349,7 @@ def test_busy_after_the_dial_fails_the_call_and_the_line_goes_on_hook(
 def test_ringing_for_longer_than_ring_time_is_no_answer(
         sim: SimulatedModem, modem: tuple[ModemLine, Told]) -> None:
     line, told = modem
-    far(sim, "500", "OK", 0.05, *[(0.2 + 0.4 * n, "ringback") for n in range(20)])
+    far(sim, "500", "OK", 0.3, *[(0.1 + 0.4 * n, "ringback") for n in range(20)])
     started = time.monotonic()
     with pytest.raises(CallFailed) as failed:
         line.place_call("500", FAST, no_answer_s=1.5)
@@ -360,7 +364,7 @@ def test_a_hang_up_during_the_set_up_ends_it_at_once(
     from gateway.errors import LineInterrupted
 
     line, told = modem
-    far(sim, "600", "OK", 0.05, *[(0.2 + 0.4 * n, "ringback") for n in range(50)])
+    far(sim, "600", "OK", 0.3, *[(0.1 + 0.4 * n, "ringback") for n in range(50)])
     failed: list[BaseException] = []
 
     def dial() -> None:
@@ -403,15 +407,17 @@ def test_far_end_keys_in_either_form_and_never_our_own(
     # The modem heard (and reported) all three of our own keys ...
     assert [what[-2:] for _, what in sim.reports if what[-2:-1] == b"\x10"
             and what[-1:] in b"123"] == [b"\x101", b"\x102", b"\x103"]
-    sim.hear(FarEvent(0.0, "4", 120), FarEvent(0.5, "#", 200))
+    sim.hear(FarEvent(0.0, "4", 300), FarEvent(0.6, "#", 500))
     wait_until(lambda: len(told.keys) == 2)
     # ... and only the far end's are the line's.
     assert [key for key, _ in told.keys] == ["4", "#"]
     if form == "bracketed":
-        # From <DLE>/ (40 ms into the key) to <DLE>~ at its end; the reader
-        # thread may be late to each by a loaded machine's scheduling.
-        assert [abs(ms - expected) <= 60 for (_, ms), expected in zip(
-            told.keys, (80, 160), strict=True)] == [True, True]
+        # From <DLE>/ (40 ms into the key) to <DLE>~ at its end: 260 and
+        # 460 ms. The simulator's timeline thread and the driver's reader
+        # may each be late by tens of ms on a loaded machine; a length taken
+        # from anything but the brackets (0 ms, or the other key) is far off.
+        assert [abs(ms - expected) <= 100 for (_, ms), expected in zip(
+            told.keys, (260, 460), strict=True)] == [True, True]
     else:
         assert [ms for _, ms in told.keys] == [0, 0]
 

@@ -129,9 +129,11 @@ REPORTS: dict[str, str] = {
 DEFAULT_REPORTS = ("busy", "dial", "keys", "loop", "quiet", "silence")
 #: Result codes that, arriving when no command asked, say the modem dropped the call.
 DROPPED_RESULTS = frozenset({"NO CARRIER", "BUSY", "NO ANSWER"})
-#: A report of a key the gateway itself sends, from this long before the key
-#: to this long after it, is the key's echo (the modem's receiver hears its
-#: own transmitter): the serial round trip before, the detector's hangover after.
+#: A report of a key the gateway itself sends (the modem's receiver hears its
+#: own transmitter), from this long before the command that sends it until
+#: this long after its tones ended and the modem answered it, is its echo:
+#: a clock's resolution before, a detector's hangover and a modem that
+#: answers before its tones end after.
 OWN_KEY_LEAD_S = 0.05
 OWN_KEY_TAIL_S = 0.3
 #: How often a call's set-up, waiting on the modem's reports, looks at the time.
@@ -299,21 +301,9 @@ def _vts_line(elements: list[tuple[str, int]]) -> ToneLine:
     return ToneLine("AT" + _vts_body(elements), sum(u for _, u in elements) * VTS_UNIT_MS)
 
 
-_VTS_ELEMENT = re.compile(r"\{(.),(\d+)\}|\[\d*,\d*,(\d+)\]")
-
-
-def vts_keys(command: str) -> list[tuple[str, int, int]]:
-    """The DTMF keys of one of our ``AT+VTS`` command lines, each with the
-    milliseconds from the command's start to the key's start and end."""
-    keys: list[tuple[str, int, int]] = []
-    at = 0
-    for element in _VTS_ELEMENT.finditer(command):
-        key, units, silence = element.groups()
-        ms = int(units or silence) * VTS_UNIT_MS
-        if key is not None and key in KEYS:
-            keys.append((key, at, at + ms))
-        at += ms
-    return keys
+def vts_keys(command: str) -> str:
+    """The DTMF keys of one of our ``AT+VTS`` command lines (its ``{X,dur}``)."""
+    return "".join(key for key in re.findall(r"\{(.),", command) if key in KEYS)
 
 
 def dial_string(dialed: str) -> str:
@@ -879,16 +869,18 @@ class ModemLine(LineDriver):
                 self._wait(seconds)
                 continue
             began = time.monotonic()
-            now = self._line_time()
-            if now is not None:
-                for key, start_ms, end_ms in vts_keys(step.command):
-                    self.reports.own_keys(key, now + start_ms / 1000, now + end_ms / 1000)
-            self._command(step.command, o.command_timeout_s + seconds)
-            # Whenever the modem says OK, the tones' time is waited out, so the
-            # next command, or ATH0, cannot cut them short.
-            left = began + seconds - time.monotonic()
-            if left > 0:
-                self._wait(left)
+            # Until its tones have sounded and the modem has answered, a report
+            # of one of the command's keys is the modem hearing itself.
+            own = self.reports.own_keys(vts_keys(step.command), self._line_time() or 0.0)
+            try:
+                self._command(step.command, o.command_timeout_s + seconds)
+                # Whenever the modem says OK, the tones' time is waited out, so the
+                # next command, or ATH0, cannot cut them short.
+                left = began + seconds - time.monotonic()
+                if left > 0:
+                    self._wait(left)
+            finally:
+                own.end = self._line_time() or 0.0
 
     def place_call(
         self, dialed: str, timing: Timing, call_timing: CallTiming | None = None,

@@ -163,6 +163,7 @@ class _Timeline:
         self._due: list[tuple[float, int, Callable[[], None]]] = []
         self._cond = threading.Condition()
         self._count = 0
+        self._running = False
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="modem-sim-line", daemon=True)
         self._thread.start()
@@ -176,6 +177,15 @@ class _Timeline:
     def clear(self) -> None:
         with self._cond:
             self._due.clear()
+
+    def settle(self, until: float, timeout: float = 2.0) -> None:
+        """Wait until what was due by ``until`` has been written, so that the
+        host reads it in time order with what the modem writes next."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while (self._running or (self._due and self._due[0][0] <= until)) and (
+                    not self._stopping and time.monotonic() < deadline):
+                self._cond.wait(0.01)
 
     def close(self) -> None:
         with self._cond:
@@ -195,7 +205,13 @@ class _Timeline:
                 if self._stopping:
                     return
                 _, _, action = heapq.heappop(self._due)
-            action()
+                self._running = True
+            try:
+                action()
+            finally:
+                with self._cond:
+                    self._running = False
+                    self._cond.notify_all()
 
 
 @dataclass(frozen=True, slots=True)
@@ -746,6 +762,9 @@ class SimulatedModem:
             with self._lock:
                 self.tones[:] = [_cut(t, dropped) for t in self.tones if t.at < dropped]
             self._host_closed()
+        elif self._line_side is not None:
+            # What the receiver heard of the tones reaches the host before the OK.
+            self._line_side.settle(began + offset)
 
     def _wait_unless_dtr_drops(self, seconds: float) -> float | None:
         """Wait ``seconds``; the moment the host closed the port, if it did."""
@@ -779,6 +798,9 @@ class SimulatedModem:
         self._schedule(far.events, began)
         if self._wait_unless_dtr_drops(far.result_at) is not None:
             self._host_closed()
+        elif self._line_side is not None:
+            # What the line side heard during the dial reaches the host before its result.
+            self._line_side.settle(began + far.result_at)
         if far.result not in ("OK", "VCON", "CONNECT"):
             self._set_hook(False)
         return far.result
