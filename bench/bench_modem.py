@@ -149,7 +149,7 @@ def main() -> None:
         print(f"far-end key, modem's report to the call told ({form}, {len(latency)} keys): "
               f"median {ms(statistics.median(latency))}, p99 {ms(percentile(latency, 99))}")
     answers = answer_latency(max(3, args.rounds // 2))
-    print(f"modem's answer report (<DLE>q) to the call connected ({len(answers)} calls): "
+    print(f"modem's answer report (quiet, DLE q) to the call connected ({len(answers)} calls): "
           f"median {ms(statistics.median(answers))}, max {ms(max(answers))}")
 
 
