@@ -443,3 +443,20 @@ def test_nothing_is_heard_on_hook(sim: SimulatedModem, modem: tuple[ModemLine, T
     sim.hear(FarEvent(0.0, "7"))
     wait_until(lambda: bool(told.keys))
     assert told.keys == [("7", 0)] and told.left == []
+
+
+def test_a_modem_that_reports_no_tones_keeps_the_fixed_wait_and_still_hears_the_call(
+        sim: SimulatedModem) -> None:
+    line, told = open_line(sim, answer_wait_ms=300, reports=["keys", "loop"])
+    try:
+        assert line.hears == Hears.KEYS | Hears.LOOP
+        # Ringback it does not report means nothing: answered after the fixed wait.
+        far(sim, "110", "VCON", 0.05, *[(0.1 + 0.4 * n, "ringback") for n in range(5)])
+        started = time.monotonic()
+        line.place_call("110", FAST)
+        assert 0.35 <= time.monotonic() - started and not told.rang.is_set()
+        sim.hear(FarEvent(0.0, "3"), FarEvent(0.3, "loop"))
+        wait_until(lambda: bool(told.left))
+        assert told.keys == [("3", 0)] and told.left == ["loop current interrupted"]
+    finally:
+        line.close()

@@ -344,7 +344,9 @@ class VoiceReports:
     - Keys in either form: ``<DLE>5`` alone, reported at once with no
       length (0 ms); or ``<DLE>/``, the key (repeated or not), ``<DLE>~``
       (or ``<DLE><DEL>``), reported at its end with its length. A key the
-      gateway itself is sending (:meth:`own_keys`) is its echo and is dropped.
+      gateway itself is sending (:meth:`own_keys`: from the command that
+      sends it going out until :data:`OWN_KEY_TAIL_S` after the modem
+      answered it) is its echo and is dropped.
     - ``NO CARRIER``, ``NO ANSWER``, ``BUSY`` on their own: the modem dropped
       the call (:class:`Disconnected`); ``BUSY`` during the set-up is busy tone.
 
@@ -449,7 +451,7 @@ class VoiceReports:
         return [Dtmf(start, key, ms)]
 
 
-def hears(reports: Iterable[str]) -> Hears:
+def hears_of(reports: Iterable[str]) -> Hears:
     """What a line hears whose modem sends ``reports``."""
     flags = Hears.NOTHING
     reports = frozenset(reports)
@@ -721,7 +723,7 @@ class ModemLine(LineDriver):
         #: through :attr:`ears`, which a line with no reports has not.
         self.reports = VoiceReports(options.reports)
         if options.reports:
-            self.ears = Ears(name, hears(options.reports), detectors=False)
+            self.ears = Ears(name, hears_of(options.reports), detectors=False)
         # Line time is the modem's real time since the line went off hook.
         self._off_hook_at: float | None = None
         self._setting_up = False
@@ -907,6 +909,8 @@ class ModemLine(LineDriver):
             self._dial(dialed)
             # An analog line has no answer supervision: wait as a person would.
             self._wait(call_timing.answer_wait_ms / 1000)
+            if ears is not None:
+                ears.talking()
             return
         rules = ProgressRules(
             expect_dial_tone=False,
