@@ -123,9 +123,9 @@ REPORTS: dict[str, str] = {
     "loop": "l",
     "keys": KEYS + DTMF_START + DTMF_ENDS,
 }
-#: Those the manuals of the Hayes, USRobotics, ZyXEL and Rockwell voice
-#: command sets agree on. ``r`` is not among them: some chipsets use it only
-#: as the host's "resume" command.
+#: Those the USRobotics, ZyXEL and Hayes voice command references list (not
+#: each in every one of them). ``r`` is not among them: some chipsets use it
+#: only as the host's "resume" command.
 DEFAULT_REPORTS = ("busy", "dial", "keys", "loop", "quiet", "silence")
 #: Result codes that, arriving when no command asked, say the modem dropped the call.
 DROPPED_RESULTS = frozenset({"NO CARRIER", "BUSY", "NO ANSWER"})
