@@ -121,6 +121,11 @@ class ProgressRules:
     confirm_s: float = 2.0
     #: Sound this soon after our own dialling is its echo, not the far end.
     echo_s: float = 0.3
+    #: With nothing heard this long after dialling (no ringback, no answer,
+    #: no failure), the call counts as answered: for hardware that reports
+    #: what it hears and may report nothing (a modem), which then gets the
+    #: fixed wait of a line that cannot hear. None: never assumed.
+    assume_answer_s: float | None = None
 
 
 class _Stage(enum.Enum):
@@ -231,6 +236,9 @@ class CallProgress:
             return
         if self._candidate is not None and self._now >= self._candidate + rules.confirm_s:
             self._answer(self._candidate)
+        elif (rules.assume_answer_s is not None and not self._ringing and self._candidate is None
+              and self._now - self._dialled_at >= rules.assume_answer_s):
+            self._answer(self._dialled_at + rules.assume_answer_s)
         elif self._now - self._dialled_at > rules.no_answer_s:
             self._fail("NoAnswer", f"no answer within {rules.no_answer_s:g} s")
         elif not self._ringing and self._quiet_since is not None:
@@ -303,17 +311,19 @@ class Ears:
     progress and then to the call layer.
 
     ``cpc_ms``: a loop-current break at least this long means the far end
-    hung up (the exchange's "calling party control" open).
+    hung up (the exchange's "calling party control" open). ``detectors``:
+    False for hardware that judges what it hears itself (a modem's V.253
+    reports): no detectors run, and line time is what :meth:`heard` is given.
     """
 
     def __init__(self, line: str, hears: Hears, country: str = "us", rate: int = 8000,
-                 *, cpc_ms: int = 250) -> None:
+                 *, cpc_ms: int = 250, detectors: bool = True) -> None:
         self.line = line
         self.hears = hears
         self.cpc_ms = cpc_ms
         self.handler: LineHandler | None = None
-        self._listener = Listener(country, rate) if hears & (Hears.TONES | Hears.VOICE
-                                                             | Hears.KEYS) else None
+        self._listener = Listener(country, rate) if detectors and hears & (
+            Hears.TONES | Hears.VOICE | Hears.KEYS) else None
         self._lock = threading.Lock()
         self._progress: CallProgress | None = None
         self._talking = False
