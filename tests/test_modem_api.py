@@ -269,10 +269,10 @@ def test_far_end_keys_reach_the_call_and_its_own_keys_do_not(
     sim.hear(FarEvent(0.3, "1"), FarEvent(0.6, "*"), FarEvent(0.9, "0"))
     gateway: Gateway = app.extensions["dtmf_gateway"]
     (call,) = gateway.active_calls()
-    wait_until(lambda: len(call.keys_heard) == 3)
+    wait_until(lambda: len(call.keys.all) == 3)
     # The modem reported our 1, 5, 9 too (it hears its own transmitter) ...
     starts = [what[-1:].decode() for _, what in sim.reports
               if what.startswith(b"\x10/") or (form == "plain" and what[-1:] != b"~")]
     assert starts == ["1", "5", "9", "1", "*", "0"]
     # ... and the call has the far end's alone.
-    assert call.keys_heard == ["1", "*", "0"]
+    assert call.keys.all == ["1", "*", "0"]
