@@ -142,6 +142,10 @@ def sends_exactly(rig: Rig, keys: str, duration: int = 50, gap: int = 50) -> Non
 # -- a logic analyser on MockPin.states ----------------------------------------------------
 
 
+#: How closely the analyser's pin timelines line up (see Analyser.start).
+ALIGN_S = 20e-6
+
+
 class Analyser:
     """Rebuilds each pin's level over time from ``MockPin.states`` (which hold
     the time since the previous change) and decodes bus cycles from them."""
@@ -160,7 +164,7 @@ class Analyser:
                 before = time.monotonic()
                 pin.clear_states()
                 after = time.monotonic()
-                if after - before < 20e-6:
+                if after - before < ALIGN_S:
                     break
             self.cleared[name] = (before + after) / 2
 
@@ -181,7 +185,10 @@ class Analyser:
         return value
 
     def changes(self, name: str, after: float, before: float) -> list[float]:
-        return [t for t, _ in self.edges(name)[1:] if after < t < before]
+        # The pins' timelines line up to within the 20 us bracket of start():
+        # a change closer than that to either end cannot be placed inside (the
+        # next cycle's first move comes straight after CS rises).
+        return [t for t, _ in self.edges(name)[1:] if after + ALIGN_S < t < before - ALIGN_S]
 
     def cycles(self) -> list[tuple[str, int, int]]:
         """Each cycle as ("R" or "W", RS0, nibble), checking the bus rules."""

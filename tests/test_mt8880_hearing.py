@@ -427,7 +427,7 @@ def test_loop_current_break_reaches_the_ears_in_line_time(
     ears = rig.line.ears
     assert ears is not None
     ears.talking()
-    rig.line.loop_event(LoopBreak(time.monotonic(), 400))
+    rig.line.loop_break(LoopBreak(1.5, 400))
     assert handler.left == ["loop current broke for 400 ms"]
 
 

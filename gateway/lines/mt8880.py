@@ -44,7 +44,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.detect import COUNTRIES, Dtmf
@@ -1106,15 +1106,15 @@ class MT8880Line(LineDriver):
                 log.exception("line %s: hearing failed", self.name)
                 ears.failed(LineFault(f"MT8880: {exc}"))
 
-    def loop_event(self, event: LineEvent) -> None:
-        """What loop-current sense reports (a :class:`LoopBreak`, a
-        :class:`Reversal`), timed in monotonic seconds: to the ears in line
-        time. The one thing the line hears of a far end that hangs up during
-        the talk, since the chip is in DTMF mode then."""
+    def loop_break(self, event: LineEvent) -> None:
+        """What loop-current sense reports (a :class:`LoopBreak`), timed in
+        line time (:meth:`_now`): to the ears. The one thing the line hears of
+        a far end that hangs up during the talk, since the chip is in DTMF
+        mode then."""
         ears = self.ears
         if ears is None or self._hook is not HookState.OFF_HOOK:
             return
-        ears.heard([replace(event, t=round(event.t - self._offhook_at, 3))], self._now())
+        ears.heard([event], self._now())
 
     # -- waiting -----------------------------------------------------------------------
     def _wait(self, seconds: float) -> None:

@@ -13,6 +13,17 @@ drives D0-D3 while phi2 is high on reads, keeps the registers, runs the burst
 timer and TDRE, raises IRQ, and records what its TONE pin emits so tests can
 render it with the tone engine and decode it with multimon-ng.
 
+It also hears the line (:meth:`MT8880Simulator.connect_line`): the far end's
+audio, plus its own TONE through the line interface's hybrid, while the hook
+relay is closed. In DTMF mode a receiver of its own (Goertzel at the Q.23
+frequencies, the data sheet's level and twist limits, and the guard times of
+the wiring notes' steering RC) latches each key into the receive data
+register with RDRF, IRQ and the delayed-steering flag; in call-progress mode
+(CRA.CP with CRA.IRQ) IRQ/CP toggles at the strongest frequency in the
+data sheet's call-progress band while that band holds enough energy, and no
+DTMF is decoded. The audio is taken in real time, every 10 ms; what IRQ/CP
+and the status register show is true from then.
+
 Wiring assumed (firmware-notes/mt8880.md): D0-D3 through a 74LVC245 whose
 direction follows R/W and whose outputs are always enabled, so the shifter
 drives the Pi side whenever R/W is high.
