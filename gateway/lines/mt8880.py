@@ -14,6 +14,9 @@ Layers, each named as on the datasheet:
   initialisation sequence, and the two ways of sending a digit.
 - :class:`MT8880Line` -- the phone line: hook relay, ring detect, timing of
   tones, gaps and pauses, and the fail-safe rules of :mod:`gateway.lines.base`.
+  Off hook it hears (``listen``): the receiver's keys in DTMF mode and, with
+  IRQ/CP wired, a call's set-up in call-progress mode
+  (:mod:`gateway.lines.mt8880_hearing`); it dials and sends in DTMF mode only.
 
 Transmit modes: non-burst (default) keeps the tone on for as long as CRA.TOUT
 is set, so the requested Duration and Gap are honoured; burst uses the chip's
