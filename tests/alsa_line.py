@@ -76,6 +76,11 @@ class FarEnd:
         self._parts.append(sx.synth(sx.keys(keys, on_s, off_s, level, lead_s=0.0), self.rate))
         return self
 
+    def then(self, other: FarEnd) -> FarEnd:
+        """``other``'s audio after this."""
+        self._parts.append(other.pcm())
+        return self
+
     def pcm(self) -> Pcm:
         return np.concatenate(self._parts) if self._parts else np.zeros(0, dtype=np.int16)
 
@@ -121,8 +126,9 @@ class PhoneLine:
         self._extra = np.zeros(0)
         self._echo = np.zeros(self._delay)
         self._pending = b""
-        #: Wall time (monotonic) of far-end sample 0 in the current call; None on hook.
+        #: Wall time (monotonic) of far-end sample 0 in the current (or last) call.
         self.started_at: float | None = None
+        self._in_call = False
         #: Far-end samples written in the current call.
         self.position = 0
         self.calls = 0
@@ -130,8 +136,20 @@ class PhoneLine:
         self._thread = threading.Thread(target=self._run, name="phone-line", daemon=True)
         self._thread.start()
 
+    def next_call(self, far: Pcm) -> None:
+        """What the far end plays in the calls from the next off hook on."""
+        with self._lock:
+            self.far = far.astype(np.float64)
+
+    @property
+    def in_call(self) -> bool:
+        """The line has seen the gateway off hook and not yet back on hook
+        (it looks once a tick: a hook flash shorter than that goes unseen)."""
+        return self._in_call
+
     def at(self, seconds: float) -> float | None:
-        """The wall time (monotonic) at which far-end time ``seconds`` went on the line."""
+        """The wall time (monotonic) at which far-end time ``seconds`` went on
+        the line, in the current (or the last) call; None before any."""
         return None if self.started_at is None else self.started_at + seconds
 
     def say(self, pcm: Pcm, lead_s: float = 0.05) -> float:
@@ -166,18 +184,19 @@ class PhoneLine:
     def _tick(self) -> None:
         played = self._played()
         if not self._off_hook():
-            if self.started_at is not None:
-                self.started_at = None
+            if self._in_call:
+                self._in_call = False
                 self._echo = np.zeros(self._delay)
             if _unread(self._cap_fd) == 0:
                 self._write(np.zeros(self._chunk))
             return
-        if self.started_at is None:
+        if not self._in_call:
             _drain(self._cap_fd)
             with self._lock:
                 self.position = 0
                 self._extra = np.zeros(0)
             self.started_at = time.monotonic()
+            self._in_call = True
             self.calls += 1
         with self._lock:
             n, pos = self._chunk, self.position
