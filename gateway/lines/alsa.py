@@ -276,6 +276,7 @@ class AlsaLine(LineDriver):
             self._capture = CaptureLoop(name, self._open_capture, self.ears)
         self._source: AlsaCapture | None = None
         self._off_hook_at = time.monotonic()
+        self._dialling = False
 
     @property
     def capture_speed(self) -> float:
@@ -406,7 +407,11 @@ class AlsaLine(LineDriver):
         self, dialed: str, timing: Timing, call_timing: CallTiming | None = None,
         *, no_answer_s: float | None = None,
     ) -> None:
-        super().place_call(dialed, timing, call_timing, no_answer_s=no_answer_s)
+        self._dialling = True
+        try:
+            super().place_call(dialed, timing, call_timing, no_answer_s=no_answer_s)
+        finally:
+            self._dialling = False
         ears = self.ears
         if ears is not None and not ears.hears & Hears.TONES:
             # Connected after the fixed waits; the loop sense follows the talk.
@@ -423,8 +428,9 @@ class AlsaLine(LineDriver):
         if ears is not None:
             ears.heard([event])
 
-    def _mark_own_keys(self, plan: TonePlan) -> None:
-        """The plan's keys, about to be played, on the capture's timeline.
+    def _mark_own_keys(self, plan: TonePlan) -> float | None:
+        """The plan's keys, about to be played, on the capture's timeline;
+        the line time by which all of the plan's echo is heard.
 
         The first sample played now is heard back no earlier than the
         capture's position (less the listener's ECHO_LEAD_S) and no later
@@ -433,11 +439,26 @@ class AlsaLine(LineDriver):
         """
         ears, source, geometry = self.ears, self._source, self.geometry
         if ears is None or source is None or not ears.hears & Hears.KEYS:
-            return
+            return None
         start = source.position
         lag = source.lag_s + (geometry.buffer_s if geometry is not None else 0.0)
         for key, on_s, off_s in key_times(plan):
             ears.own_key(key, start + on_s, start + off_s + lag)
+        return start + plan.seconds + lag
+
+    def _hear_until(self, line_s: float) -> None:
+        """Wait until the capture has been heard up to ``line_s``: after our
+        own dialling, so that the set-up counts the far end's answer from
+        the end of its echo, not from when the last sample left the card
+        (the capture's timeline lags by its buffer and a block)."""
+        ears = self.ears
+        if ears is None:
+            return
+        deadline = time.monotonic() + max(0.0, line_s - ears.time) * self.wall_factor + 1.0
+        # A capture that stopped delivering is its own fault (CaptureLoop says so).
+        while (ears.time < line_s and self._hook is HookState.OFF_HOOK
+               and time.monotonic() < deadline):
+            time.sleep(0.01)
 
     def _overrun(self) -> None:
         self.overruns += 1
@@ -447,7 +468,9 @@ class AlsaLine(LineDriver):
     # -- signalling ------------------------------------------------------------
     def emit(self, plan: TonePlan, party: Party = Party.ALL) -> None:
         self._require_off_hook("tones")
-        self._play(self.engine.render(plan), party, plan)
+        heard_by = self._play(self.engine.render(plan), party, plan)
+        if self._dialling and heard_by is not None:
+            self._hear_until(heard_by)
 
     def speak(self, text: str, language: str | None = None, party: Party = Party.ALL) -> None:
         self._require_off_hook("speech")
@@ -457,7 +480,7 @@ class AlsaLine(LineDriver):
         if self._hook is not HookState.OFF_HOOK:
             raise LineFault(f"the line is on hook: {what} would reach nobody")
 
-    def _play(self, mono: Samples, party: Party, plan: TonePlan | None = None) -> None:
+    def _play(self, mono: Samples, party: Party, plan: TonePlan | None = None) -> float | None:
         routing = self.options.routing
         frames = route(mono, routing.channels, routing.channels_for(party))
         data = np.ascontiguousarray(frames, dtype="<i2").tobytes()
@@ -467,8 +490,7 @@ class AlsaLine(LineDriver):
             try:
                 self._open_pcm()  # after a fault: the device may be back
                 assert self.geometry is not None
-                if plan is not None:
-                    self._mark_own_keys(plan)
+                heard_by = self._mark_own_keys(plan) if plan is not None else None
                 try:
                     play(self._pcm, data, self.geometry,
                          running_state=self._alsa.PCM_STATE_RUNNING,
@@ -486,6 +508,7 @@ class AlsaLine(LineDriver):
                 if isinstance(exc, LineFault):
                     self.fault = str(exc)
                 raise
+        return heard_by
 
     def _underrun(self) -> None:
         self.underruns += 1
