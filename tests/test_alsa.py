@@ -49,7 +49,9 @@ def relay_pin() -> Any:
 
 
 def make_line(name: str = "line1", relay: bool = True, **options: Any) -> AlsaLine:
-    table: dict[str, Any] = {"device": "tap", "rate": 8000, **options}
+    """A line for the playback side: it hears nothing (test_alsa_capture.py hears)."""
+    table: dict[str, Any] = {"device": "tap", "rate": 8000, "capture": {"enabled": False},
+                             **options}
     if relay:
         table.setdefault("gpio", {"pin_factory": "mock", "hook_relay_pin": RELAY,
                                   "hook_settle_ms": 0})
@@ -79,9 +81,10 @@ def test_example_config_block_is_valid_and_documents_the_defaults() -> None:
     config = from_mapping(example_line_block("hat1"))
     (line,) = config.lines
     assert line.driver == "alsa"
+    # Every other key is its default; country "" became [tones] country's.
     assert line.options == AlsaOptions(
         device="plughw:CARD=sndrpihifiberry,DEV=0",
-        gpio=GpioOptions(hook_relay_pin=17, ring_detect_pin=27),
+        gpio=GpioOptions(hook_relay_pin=17, ring_detect_pin=27), country="us",
     )
 
 

@@ -149,3 +149,29 @@ def test_a_line_without_irq_cp_keeps_the_fixed_waits_and_still_hears_keys(
     wait_until(lambda: call.keys.all == ["4", "2"], timeout=15)
     assert driver.status()["keys_heard"] == 2
     assert not chip_of(app).violations
+
+
+def test_a_loop_current_break_during_the_talk_ends_the_call(
+        make_app: Callable[..., Flask]) -> None:
+    # The chip is in DTMF mode during the talk, deaf to busy tone: loop-current
+    # sense is how the line hears the far end go (the exchange opens the loop).
+    table = line(gpio={"hook_relay_pin": 17, "ring_detect_pin": 27, "hook_settle_ms": 0,
+                       "loop_current_pin": 22, "loop_current_pull": "off",
+                       "loop_current_active_high": True, "cpc_ms": 300},
+                 call_timing={"dial_tone_ms": 0, "answer_wait_ms": 0})
+    del table["irq_pin"]  # no call progress: the fixed waits, then the talk
+    app = make_app([table])
+    loop = chip_of(app).factory.pin(22)
+    loop.drive_high()  # loop current flows once the line is seized
+    gateway: Gateway = app.extensions["dtmf_gateway"]
+    answer = call_api(app.test_client(), command="Call", Dialed="1")
+    assert answer.code == 200, answer
+    (call,) = gateway.active_calls()
+    loop.drive_low()
+    wait_until(lambda: not gateway.active_calls(), timeout=15)
+    reason = gateway.recent[-1].end_reason
+    assert reason.startswith("the far end hung up (loop current broke for ") and reason.endswith(
+        " ms)")
+    assert int(reason.split("for ")[1].split(" ms")[0]) >= 300  # a break of cpc_ms at least
+    assert gateway.recent[-1].call_id == call.call_id
+    assert driver_of(app).hook.value == "on-hook"

@@ -64,6 +64,10 @@ class Disconnected:
 LineEvent = Dtmf | Tone | ToneEnd | Voice | Silence | LoopBreak | Reversal | Disconnected
 """Everything a line may hear, in the line's time."""
 
+#: Events kept for a set-up not yet followed: far more than the first
+#: seconds after off hook can hold.
+BACKLOG = 256
+
 #: Tones after which the far end is gone, when heard during the talk.
 GONE_TONES = frozenset({"busy", "congestion", "dial", "sit"})
 
@@ -170,10 +174,17 @@ class CallProgress:
         self._failure: CallFailed | None = None
         self.answered_at: float | None = None
         self._stopped = False
+        self._fault: LineFault | None = None
 
     # -- from the hearing thread -----------------------------------------------------
     def heard(self, events: Sequence[LineEvent], now: float) -> None:
         """Events up to line time ``now`` (also called with none, as time passes)."""
+        if self.take(events, now):
+            self._on_ringing()
+
+    def take(self, events: Sequence[LineEvent], now: float) -> bool:
+        """:meth:`heard` without telling anyone of the ringing: True when
+        the far end started to ring."""
         ring = False
         with self._cond:
             for event in events:
@@ -181,8 +192,7 @@ class CallProgress:
             self._now = max(self._now, now)
             self._check_time()
             self._cond.notify_all()
-        if ring:
-            self._on_ringing()
+        return ring
 
     def _take(self, event: LineEvent) -> bool:
         """One event; True when the far end starts to ring."""
@@ -261,6 +271,12 @@ class CallProgress:
             self._stopped = True
             self._cond.notify_all()
 
+    def failed(self, exc: LineFault) -> None:
+        """The line's hearing failed (its capture device went): the waits raise ``exc``."""
+        with self._cond:
+            self._fault = exc
+            self._cond.notify_all()
+
     def wait_dial_tone(self, wall_s: float) -> None:
         """Until dial tone; CallFailed ``NoDialTone`` when none came in time."""
         self._wait(lambda: self._stage is not _Stage.DIAL_TONE, wall_s)
@@ -283,12 +299,15 @@ class CallProgress:
     def _wait(self, done: Callable[[], bool], wall_s: float) -> None:
         deadline = time.monotonic() + wall_s
         with self._cond:
-            while not (done() or self._failure is not None or self._stopped):
+            while not (done() or self._failure is not None or self._stopped
+                       or self._fault is not None):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise LineFault(f"the line's hearing stopped while {self._stage.value} "
                                     f"(nothing heard for {wall_s:g} s)")
                 self._cond.wait(left)
+            if self._fault is not None:
+                raise self._fault
             if self._stopped:
                 raise LineInterrupted("the line went on hook")
             if self._failure is not None:
@@ -328,6 +347,10 @@ class Ears:
         self._progress: CallProgress | None = None
         self._talking = False
         self._now = 0.0
+        #: Heard since off hook while no set-up was followed yet (the capture
+        #: may start hearing before the driver's command gets to track()).
+        self._backlog: list[LineEvent] = []
+        self._listening = False
 
     @property
     def time(self) -> float:
@@ -342,23 +365,32 @@ class Ears:
             self._now = 0.0
             self._progress = None
             self._talking = False
+            self._backlog = []
+            self._listening = True
 
     def stop(self) -> None:
         """The line went on hook: a set-up waiting on it ends."""
         with self._lock:
             progress, self._progress = self._progress, None
             self._talking = False
+            self._backlog = []
+            self._listening = False
         if progress is not None:
             progress.stop()
 
     # -- what the call layer asks ------------------------------------------------------
     def track(self, dialed: str, rules: ProgressRules) -> CallProgress:
-        """Follow an outbound call's set-up from now."""
+        """Follow an outbound call's set-up from now, and from what was heard
+        since off hook (in order, before anything newer reaches it)."""
         handler = self.handler
-        progress = CallProgress(dialed, rules, self.time,
-                                handler.ringing if handler is not None else (lambda: None))
+        on_ringing = handler.ringing if handler is not None else (lambda: None)
         with self._lock:
+            progress = CallProgress(dialed, rules, self.time, on_ringing)
+            backlog, self._backlog = self._backlog, []
+            rang = progress.take(backlog, self._now) if backlog else False
             self._progress = progress
+        if rang:
+            on_ringing()
         return progress
 
     def talking(self) -> None:
@@ -366,6 +398,7 @@ class Ears:
         with self._lock:
             self._progress = None
             self._talking = True
+            self._backlog = []
 
     def own_key(self, key: str, start: float, end: float) -> None:
         """The gateway itself sends ``key`` from ``start`` to ``end`` (line
@@ -391,6 +424,9 @@ class Ears:
         with self._lock:
             self._now = max(self._now, now)
             progress, talking, handler = self._progress, self._talking, self.handler
+            if progress is None and not talking and self._listening:
+                self._backlog.extend(events)
+                del self._backlog[:-BACKLOG]
         if progress is not None:
             progress.heard(events, now)
         if handler is None:
@@ -418,8 +454,13 @@ class Ears:
         return ""
 
     def failed(self, exc: LineFault) -> None:
-        """The hearing itself failed (from the capture thread)."""
-        self.stop()
+        """The hearing itself failed (from the capture thread): a set-up
+        waiting on it fails with ``exc``, and the call layer is told."""
+        with self._lock:
+            progress, self._progress = self._progress, None
+            self._talking = False
+        if progress is not None:
+            progress.failed(exc)
         handler = self.handler
         if handler is not None:
             handler.fault(exc)

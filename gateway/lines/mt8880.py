@@ -762,6 +762,8 @@ class MT8880Line(LineDriver):
             if options.irq_pin is not None:
                 # IRQ/CP is the only way out of the chip for call progress.
                 hears |= Hears.TONES | Hears.VOICE
+            if options.gpio.loop_current_pin is not None:
+                hears |= Hears.LOOP
             self.ears = ChipEars(name, hears, options.country or "us", self._talk)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -775,7 +777,8 @@ class MT8880Line(LineDriver):
                 gpio = self.options.gpio
                 # Every ring is reported: the call layer groups them into a call
                 # and keeps it ringing until they stop.
-                self.control = LineControl(self.name, gpio, on_ring=self._ring, factory=factory)
+                self.control = LineControl(self.name, gpio, on_ring=self._ring, factory=factory,
+                                           on_loop_break=self.loop_break, line_clock=self._now)
                 self.control.open()
                 opts = self.options
                 data = (opts.data_pins[0], opts.data_pins[1], opts.data_pins[2], opts.data_pins[3])
