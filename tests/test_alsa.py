@@ -352,6 +352,32 @@ def test_shutdown_during_tones_stops_them_and_releases_the_line(
     line.close()
 
 
+def test_cut_output_ends_the_audio_playing_and_keeps_the_line(tap: AlsaTap,
+                                                                tmp_path: Path) -> None:
+    # A key over a menu's prompt: the prompt stops, the call goes on.
+    fifo = tmp_path / "paced.raw"
+    os.mkfifo(fifo)
+    tap.add("paced", fifo)
+    done, reads = real_time_consumer(fifo, 16000)  # 8 kHz mono in real time
+    line = make_line(device="paced")
+    line.open()
+    line.off_hook()
+    finished = threading.Event()
+    sender = threading.Thread(target=lambda: (line.emit(plan("1234567890", 150, 150)),
+                                              finished.set()))
+    sender.start()
+    wait_until(lambda: sum(reads) >= 4000, timeout=10)  # playing, 3 s of it ahead
+    started = time.monotonic()
+    line.cut_output()
+    sender.join(5)
+    assert finished.is_set() and time.monotonic() - started < 2  # ended, not raised
+    assert line.hook is HookState.OFF_HOOK and relay_pin().state is True
+    # The next audio plays whole: the cut was for what was playing.
+    line.emit(plan("5", 60, 60))
+    done.set()
+    line.close()
+
+
 # -- the write loop, on a stand-in PCM ------------------------------------------------
 # Underruns and stalls need a device that plays in real time; these pin down
 # what the loop does with pyalsaaudio's answers (frames taken, 0 when full,

@@ -263,6 +263,9 @@ class AlsaLine(LineDriver):
         self._opened = False
         # One writer on the PCM; close() takes it after on_hook() stops the writer.
         self._pcm_lock = threading.Lock()
+        # Set by cut_output() from another thread: the audio playing stops, the
+        # command ends as if done (the line stays off hook).
+        self._cut = threading.Event()
         hears = Hears.NOTHING
         if options.capture.enabled:
             hears |= Hears.TONES | Hears.VOICE | Hears.KEYS
@@ -484,6 +487,9 @@ class AlsaLine(LineDriver):
         self._require_off_hook("audio")
         self._play(samples, party)
 
+    def cut_output(self) -> None:
+        self._cut.set()
+
     def _require_off_hook(self, what: str) -> None:
         if self._hook is not HookState.OFF_HOOK:
             raise LineFault(f"the line is on hook: {what} would reach nobody")
@@ -495,6 +501,7 @@ class AlsaLine(LineDriver):
         # Faults name the line first: the API reports them as that line's.
         where = f"ALSA device {self.options.device!r}"
         with self._pcm_lock:
+            self._cut.clear()  # a cut before this audio began does not stop it
             try:
                 self._open_pcm()  # after a fault: the device may be back
                 assert self.geometry is not None
@@ -502,8 +509,17 @@ class AlsaLine(LineDriver):
                 try:
                     play(self._pcm, data, self.geometry,
                          running_state=self._alsa.PCM_STATE_RUNNING,
-                         keep_going=lambda: self._hook is HookState.OFF_HOOK,
+                         keep_going=lambda: (self._hook is HookState.OFF_HOOK
+                                             and not self._cut.is_set()),
                          on_underrun=self._underrun)
+                except Aborted:
+                    if self._hook is not HookState.OFF_HOOK:
+                        raise
+                    # Cut short on purpose (a key over a menu's prompt): what
+                    # is still buffered is dropped, and the command is done.
+                    with contextlib.suppress(self._alsa.ALSAAudioError):
+                        self._pcm.drop()
+                    return heard_by
                 except self._alsa.ALSAAudioError as exc:
                     raise LineFault(f"{where}: {exc}") from exc
                 except LineFault as exc:
