@@ -23,6 +23,7 @@ from gateway.auth import MIN_PASSWORD_LENGTH
 from gateway.detect.countries import COUNTRIES
 from gateway.errors import ConfigError, GatewayError
 from gateway.lines import DRIVERS, driver_spec
+from gateway.lines.base import HOOK_FLASH_DEFAULT_MS, HOOK_FLASH_MS
 from gateway.notify import check_url
 from gateway.tones import (
     DURATION_MS,
@@ -345,6 +346,11 @@ def from_mapping(data: dict[str, Any], base_dir: Path | None = None) -> Config:
         # A line that hears and names no country expects [tones] country's tones.
         if getattr(line.options, "country", None) == "":
             line.options.country = tones.country
+        # And a hook flash as long as its country's exchanges expect.
+        timing = getattr(line.options, "call_timing", None)
+        if timing is not None and not timing.flash_ms:
+            country = getattr(line.options, "country", None) or tones.country
+            timing.flash_ms = HOOK_FLASH_MS.get(country, HOOK_FLASH_DEFAULT_MS)
     return Config(
         server=build(ServerConfig, data.get("server", {}), "server"),
         auth=build(AuthConfig, data.get("auth", {}), "auth"),

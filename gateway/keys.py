@@ -2,7 +2,8 @@
 
 Keys are the sixteen of ITU-T Q.23 (``0-9 * # A-D``; ``a-d`` accepted).
 Pauses follow Asterisk, Twilio and Bandwidth: ``w`` and ``,`` wait 0.5 s,
-``W`` waits 1 s.
+``W`` waits 1 s. ``f`` (and Asterisk's ``F``) is a hook flash, a timed break
+of the loop (register recall): its length is the line's ``flash_ms``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from gateway.errors import KeyStringError
 
 KEYS = "123A456B789C*0#D"
 PAUSES_MS = {"w": 500, ",": 500, "W": 1000}
+FLASHES = "fF"
 MAX_LENGTH = 128
 
 
@@ -30,7 +32,12 @@ class Pause:
     ms: int
 
 
-Symbol = Tone | Pause
+@dataclass(frozen=True, slots=True)
+class Flash:
+    """A hook flash: the line breaks its loop for its ``flash_ms``."""
+
+
+Symbol = Tone | Pause | Flash
 
 
 def _describe(char: str) -> str:
@@ -50,6 +57,9 @@ def parse_keys(text: str) -> tuple[Symbol, ...]:
         if char in PAUSES_MS:
             symbols.append(Pause(PAUSES_MS[char]))
             continue
+        if char in FLASHES:
+            symbols.append(Flash())
+            continue
         key = char.upper() if char in "abcd" else char
         if len(key) != 1 or key not in KEYS:
             raise KeyStringError(
@@ -65,6 +75,8 @@ def format_keys(symbols: tuple[Symbol, ...]) -> str:
     for symbol in symbols:
         if isinstance(symbol, Tone):
             out.append(symbol.key)
+        elif isinstance(symbol, Flash):
+            out.append("f")
         else:
             out.append("w" * (symbol.ms // 500) if symbol.ms % 1000 else "W" * (symbol.ms // 1000))
     return "".join(out)

@@ -24,7 +24,7 @@ from defusedxml import DefusedXmlException
 
 from gateway.codes import Code
 from gateway.errors import OzmlError
-from gateway.keys import KEYS, parse_keys
+from gateway.keys import KEYS, Flash, parse_keys
 from gateway.lines.base import Party
 from gateway.notify import check_url
 from gateway.tones import Timing, TonePlan
@@ -76,6 +76,14 @@ class Play:
     party: Party
     times: int = 1
     timeout_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class BlindTransfer:
+    """Hand the call to ``target``: a hook flash, recall dial tone, the
+    target dialled, on hook. The script ends there."""
+
+    target: str
 
 
 @dataclass(frozen=True)
@@ -136,7 +144,8 @@ class CannotHere:
     command: str
 
 
-Command = SendDTMF | Delay | Speak | Hangup | Play | GoTo | UserInput | CannotHere
+Command = (SendDTMF | Delay | Speak | Hangup | Play | BlindTransfer | GoTo | UserInput
+           | CannotHere)
 
 
 def _bad(detail: str, parameter: str, command: str) -> OzmlError:
@@ -269,6 +278,19 @@ def play(audio_file: str | None, party: str | None, repeat: str | None,
     return Play(source, chosen, times, seconds)
 
 
+def blind_transfer(target: str | None, command: str = "BlindTransfer") -> BlindTransfer:
+    """A BlindTransfer to ``target`` (keys to dial after the flash)."""
+    keys = (target or "").strip()
+    try:
+        symbols = parse_keys(keys)
+    except ValueError as exc:
+        raise _bad(str(exc), "Target", command) from None
+    if any(isinstance(s, Flash) for s in symbols):
+        raise _bad("the target is dialled after the transfer's own flash: no f in it",
+                   "Target", command)
+    return BlindTransfer(keys)
+
+
 def _child(element: Element, name: str) -> Element | None:
     found = [child for child in element if child.tag.lower() == name]
     return found[0] if found else None
@@ -307,6 +329,8 @@ class _Parser:
         if tag == "play":
             return play(_attr(element, "AudioFile") or element.text, _attr(element, "Party"),
                         _attr(element, "Repeat"), _attr(element, "Timeout"))
+        if tag == "blindtransfer":
+            return blind_transfer(_attr(element, "Target") or element.text)
         if tag == "goto":
             return GoTo(_url(_attr(element, "Url") or element.text, "GoTo", "GoTo"))
         if tag == "userinput":

@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from gateway import q24
 from gateway.errors import ToneSettingsError
-from gateway.keys import KEYS, Pause, Symbol, Tone
+from gateway.keys import KEYS, Flash, Pause, Symbol, Tone
 
 LOW_GROUP_HZ = (697.0, 770.0, 852.0, 941.0)
 HIGH_GROUP_HZ = (1209.0, 1336.0, 1477.0, 1633.0)
@@ -121,14 +121,36 @@ class TonePlan:
 
     @property
     def seconds(self) -> float:
-        """Ideal time on the line: every digit plus its gap, plus the pauses."""
+        """Ideal time on the line: every digit plus its gap, plus the pauses
+        (a hook flash is the line's, not the plan's: it counts nothing here)."""
         ms = 0
         for symbol in self.symbols:
             if isinstance(symbol, Tone):
                 ms += self.timing.duration_ms + self.timing.gap_ms
-            else:
+            elif isinstance(symbol, Pause):
                 ms += symbol.ms
         return ms / 1000.0
+
+    @property
+    def flashes(self) -> int:
+        return sum(1 for symbol in self.symbols if isinstance(symbol, Flash))
+
+    def split(self) -> list[TonePlan | None]:
+        """The plan in parts between its hook flashes: a plan of keys, or None
+        for a flash."""
+        parts: list[TonePlan | None] = []
+        run: list[Symbol] = []
+        for symbol in self.symbols:
+            if isinstance(symbol, Flash):
+                if run:
+                    parts.append(TonePlan(tuple(run), self.timing))
+                    run = []
+                parts.append(None)
+            else:
+                run.append(symbol)
+        if run:
+            parts.append(TonePlan(tuple(run), self.timing))
+        return parts
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,8 +44,10 @@ from gateway.tones import (
 )
 from tests.support import multimon_decode, needs_multimon
 
-VALID_CHARS = KEYS + "abcd" + "".join(PAUSES_MS)
-valid_keys = st.text(alphabet=VALID_CHARS, min_size=1, max_size=MAX_LENGTH)
+# What a key string may hold: the keys, the pauses, and f/F for a hook flash.
+VALID_CHARS = KEYS + "abcd" + "".join(PAUSES_MS) + "fF"
+valid_keys = st.text(alphabet=KEYS + "abcd" + "".join(PAUSES_MS), min_size=1,
+                     max_size=MAX_LENGTH)
 # Strings with at least one digit: the ones a decoder can say anything about.
 digit_strings = st.text(alphabet=KEYS + "abcd" + "w,", min_size=1, max_size=24).filter(
     lambda s: any(c not in PAUSES_MS for c in s)

@@ -21,7 +21,7 @@ from gateway.calls import Call, Gateway
 from gateway.codes import MESSAGES, Code
 from gateway.commandlog import CommandLog, CommandRecord
 from gateway.errors import Inappropriate, KeyStringError, describe, invalid
-from gateway.keys import parse_keys
+from gateway.keys import Flash, parse_keys
 from gateway.lines.base import Party
 from gateway.logs import escape
 from gateway.notify import check_url
@@ -132,7 +132,8 @@ def place_call(params: Params) -> tuple[str, Call]:
     command = "Call"
     dialed = params.required("Dialed", command)
     try:
-        parse_keys(dialed)
+        if any(isinstance(s, Flash) for s in parse_keys(dialed)):
+            raise KeyStringError("a hook flash cannot be dialled (it needs a call up)")
     except KeyStringError as exc:
         raise invalid("Dialed", command, str(exc)) from None
     urls: dict[str, str] = {}
@@ -190,6 +191,13 @@ def play(params: Params) -> tuple[str, Call]:
     return "", state().gateway.play(params.get("CallId", command), chosen)
 
 
+def blind_transfer(params: Params) -> tuple[str, Call]:
+    command = "BlindTransfer"
+    # TransferorParty is accepted: an analog line has one party to hand over.
+    chosen = ozml.blind_transfer(params.required("Target", command))
+    return "", state().gateway.blind_transfer(params.get("CallId", command), chosen.target)
+
+
 def analog_cannot(command: str) -> Handler:
     def refuse(params: Params) -> tuple[str, Call | None]:
         raise Inappropriate(command, ozml.ANALOG_CANNOT[command])
@@ -233,6 +241,7 @@ HANDLERS: dict[str, Handler] = {
     "ListActiveCalls": list_active_calls,
     "Speak": speak,
     "Play": play,
+    "BlindTransfer": blind_transfer,
     **{name: analog_cannot(name) for name in ozml.ANALOG_CANNOT},
 }
 #: By lower-cased name: the API matches names without regard to case. The

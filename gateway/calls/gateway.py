@@ -31,6 +31,7 @@ from gateway.errors import (
     CallFailed,
     CallNotFound,
     Inappropriate,
+    KeyStringError,
     LineBusy,
     LineFault,
     NotifyError,
@@ -170,11 +171,21 @@ class Gateway:
         return line.guarded(call, action, lambda reason: self._end_call(line, call, reason))
 
     def _emit(self, line: Line, call: Call, plan: TonePlan, party: Party) -> None:
-        """Keys into ``call`` (guarded like every hardware action), counted."""
-        self._guarded(line, call, lambda: line.driver.emit(plan, party))
-        self.metrics.digits.labels(line.name).inc(
-            sum(1 for s in plan.symbols if isinstance(s, Tone))
-        )
+        """Keys into ``call`` (guarded like every hardware action), counted; a
+        hook flash among them is the line's own break of its loop."""
+        driver = line.driver
+        for part in plan.split():
+            if part is None:
+                try:
+                    self._guarded(line, call, functools.partial(driver.flash,
+                                                                driver.call_timing.flash_ms))
+                except NotSupported as exc:
+                    exc.command = exc.command or "SendDTMF"
+                    raise
+                continue
+            self._guarded(line, call, functools.partial(driver.emit, part, party))
+            self.metrics.digits.labels(line.name).inc(
+                sum(1 for s in part.symbols if isinstance(s, Tone)))
 
     def _connect(self, line: Line, call: Call) -> bool:
         """The call is answered: talk time starts, the recording begins. False
@@ -247,7 +258,8 @@ class Gateway:
 
     def send_dtmf(self, call_id: str | None, plan: TonePlan, party: Party) -> Call:
         """Put ``plan`` on the call's line; returns when the last gap has passed."""
-        return self._on_call(call_id, "SendDTMF", plan.seconds,
+        flashes_s = plan.flashes * 1.2  # the longest flash_ms a line may have
+        return self._on_call(call_id, "SendDTMF", plan.seconds + flashes_s,
                              lambda line, call: self._emit(line, call, plan, party))
 
     def speak(self, call_id: str | None, text: str, language: str | None, party: Party) -> Call:
@@ -261,6 +273,26 @@ class Gateway:
                 raise
 
         return self._on_call(call_id, "Speak", len(text) / ozml.SPEECH_CHARS_PER_S, say)
+
+    def blind_transfer(self, call_id: str | None, target: str) -> Call:
+        """Hand the call to ``target`` (see :meth:`LineDriver.transfer`); the
+        call is over once it is done."""
+        plan = TonePlan(parse_keys(target), self.timing)
+
+        def transfer(line: Line, call: Call) -> None:
+            self._transfer(line, call, target)
+
+        waits = 1.2 + 30.0 + plan.seconds  # flash, recall dial tone, the target's keys
+        return self._on_call(call_id, "BlindTransfer", waits, transfer)
+
+    def _transfer(self, line: Line, call: Call, target: str) -> None:
+        driver = line.driver
+        try:
+            self._guarded(line, call, lambda: driver.transfer(target, self.timing))
+        except NotSupported as exc:
+            exc.command = "BlindTransfer"
+            raise
+        self._end_call(line, call, f"transferred to {target}")
 
     def play(self, call_id: str | None, command: ozml.Play) -> Call:
         """Play an audio file into the call; returns when it has played."""
@@ -314,6 +346,8 @@ class Gateway:
         presses goes to ``dtmf_url`` as a DtmfEntered notification.
         """
         dial = TonePlan(parse_keys(dialed), self.timing)  # checked by the caller too
+        if dial.flashes:
+            raise KeyStringError("a hook flash cannot be dialled (it needs a call up)")
         if script is not None:
             self.check_script(script, "ResponseOzML")
         with self.registry.lock:
@@ -605,6 +639,9 @@ class _Control:
 
     def play(self, command: ozml.Play) -> None:
         self._gateway._play(self._line, self._call, command)
+
+    def transfer(self, target: str) -> None:
+        self._gateway._transfer(self._line, self._call, target)
 
     def wait(self, seconds: float) -> None:
         if self._barging:

@@ -68,6 +68,9 @@ class CallControl(Protocol):
     def play(self, command: ozml.Play) -> None:
         """Play its audio file; MediaError when it cannot be had."""
 
+    def transfer(self, target: str) -> None:
+        """Hand the call to ``target``; the call is over after it."""
+
     def wait(self, seconds: float) -> None:
         """Spend ``seconds`` on the call; returns early when the call ends
         (and, inside :meth:`barge_in`, when the far end presses a key)."""
@@ -100,7 +103,10 @@ class CallControl(Protocol):
 
 
 def _send_dtmf(control: CallControl, command: ozml.SendDTMF, ctx: Context) -> Flow:
-    control.emit(command.plan, command.party)
+    try:
+        control.emit(command.plan, command.party)
+    except NotSupported as exc:  # a hook flash on a line without a relay
+        control.report(exc)
     return Flow.NEXT
 
 
@@ -128,6 +134,15 @@ def _play(control: CallControl, command: ozml.Play, ctx: Context) -> Flow:
             exc.command = "Play"
         control.report(exc)
     return Flow.NEXT
+
+
+def _blind_transfer(control: CallControl, command: ozml.BlindTransfer, ctx: Context) -> Flow:
+    try:
+        control.transfer(command.target)
+    except NotSupported as exc:
+        control.report(exc)
+        return Flow.NEXT  # the call is still up: the script goes on
+    return Flow.HANG_UP
 
 
 def _hangup(control: CallControl, command: ozml.Hangup, ctx: Context) -> Flow:
@@ -215,6 +230,7 @@ STEPS: dict[type, Step] = {
     ozml.Speak: _speak,
     ozml.Hangup: _hangup,
     ozml.Play: _play,
+    ozml.BlindTransfer: _blind_transfer,
     ozml.GoTo: _goto,
     ozml.UserInput: _user_input,
     ozml.CannotHere: _cannot,

@@ -490,6 +490,10 @@ class AlsaLine(LineDriver):
     def cut_output(self) -> None:
         self._cut.set()
 
+    def flash(self, ms: int) -> None:
+        self._require_off_hook("a hook flash")
+        self.control.flash(ms)
+
     def _require_off_hook(self, what: str) -> None:
         if self._hook is not HookState.OFF_HOOK:
             raise LineFault(f"the line is on hook: {what} would reach nobody")

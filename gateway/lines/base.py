@@ -91,6 +91,15 @@ class Routing:
         return frozenset(self.caller_channels) | frozenset(self.callee_channels)
 
 
+#: A hook flash's usual length by country, in ms: North American exchanges
+#: and PBXs take a break of 300 to 1000 ms as a flash (600 is the common
+#: setting); European and Australian "timed break recall" is 90-120 ms (100).
+#: France and Japan: values PBX makers publish (verify on the exchange).
+HOOK_FLASH_MS = {"us": 600, "ca": 600, "jp": 500, "fr": 270}
+#: ... and everywhere else.
+HOOK_FLASH_DEFAULT_MS = 100
+
+
 @dataclass
 class CallTiming:
     """``call_timing``: how calls are timed on a line.
@@ -113,6 +122,9 @@ class CallTiming:
     #: On a line that hears: ringing this long is 402 ``NoAnswer`` (a Call's
     #: ``RingTime`` says otherwise for that call).
     no_answer_ms: int = field(default=60000, metadata={"min": 1000, "max": 600000})
+    #: A hook flash (``f`` in keys, BlindTransfer): the loop is broken this
+    #: long. 0: the line's country's (see HOOK_FLASH_MS).
+    flash_ms: int = field(default=0, metadata={"min": 0, "max": 1200})
     #: An incoming call nobody answers is over when the line has not rung for
     #: this long: longer than the longest silence of any national cadence
     #: (4 s in North America, 2 s in the UK).
@@ -187,6 +199,12 @@ class LineDriver(ABC):
         when they have played. Lines without audio raise NotSupported."""
         raise NotSupported(f"a {self.driver_name} line plays no audio")
 
+    def flash(self, ms: int) -> None:
+        """Break the loop for ``ms`` and close it again (a hook flash: the
+        exchange or PBX gives recall dial tone). Lines that cannot raise
+        NotSupported."""
+        raise NotSupported(f"a {self.driver_name} line cannot flash its hook")
+
     def cut_output(self) -> None:
         """Stop the tones or speech playing now, from any thread (the far end
         pressed a key over a menu's prompt): the command returns as if it
@@ -238,6 +256,26 @@ class LineDriver(ABC):
         progress.dialled()
         progress.wait_answer(self._wall(rules.no_answer_s + rules.confirm_s))
         ears.talking()
+
+    def transfer(self, target: str, timing: Timing) -> None:
+        """A blind transfer as an analog line does it: a hook flash, the
+        exchange's (or PBX's) recall dial tone (waited for on a line that
+        hears it, else ``call_timing.dial_tone_ms``), then ``target``
+        dialled. Going on hook then (the call layer's part) completes it.
+        CallFailed ``NoDialTone`` when no recall dial tone came."""
+        plan = TonePlan(parse_keys(target), timing)
+        ears = self.ears
+        progress = None
+        if ears is not None and ears.hears & Hears.TONES:
+            progress = ears.track(target, ProgressRules(
+                dial_tone_s=self.call_timing.dial_tone_wait_ms / 1000,
+                expect_dial_tone=self.call_timing.expect_dial_tone))
+        self.flash(self.call_timing.flash_ms)
+        if progress is not None:
+            progress.wait_dial_tone(self._wall(progress.rules.dial_tone_s))
+        else:
+            self._wait(self.call_timing.dial_tone_ms / 1000)
+        self.emit(plan)
 
     def _wall(self, line_s: float) -> float:
         """A wall-clock bound for ``line_s`` of line time: the line's hearing

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.errors import LineFault
+from gateway.errors import LineFault, LineInterrupted, NotSupported
 from gateway.lines.hearing import LoopBreak
 
 log = logging.getLogger(__name__)
@@ -525,6 +525,44 @@ class LineControl:
                 # resistor releases the relay when the pin lets go.
                 self.fault = f"GPIO: cannot release the hook relay: {exc}"
                 log.error("line %s: %s", self.line, self.fault)
+
+    def flash(self, ms: int) -> None:
+        """A hook flash: release the relay for ``ms``, then close the loop
+        again. The loop current's absence meanwhile is ours, no far-end
+        hang-up. NotSupported without a relay; LineInterrupted if the line
+        went on hook during it (it stays on hook)."""
+        relay = self.hook_relay
+        if relay is None:
+            raise NotSupported("no hook relay to flash (gpio.hook_relay_pin is not set)")
+        with self._lock:
+            if not self._off_hook:
+                raise LineFault("on hook: there is no loop to flash")
+            watching, self._loop_watch = self._loop_watch, False
+            self._loop_lost_at = None
+            try:
+                relay.off()
+            except Exception as exc:
+                raise self._fault(f"GPIO: hook relay on GPIO{self.options.hook_relay_pin}: "
+                                  f"{exc}") from exc
+        time.sleep(ms / 1000)
+        with self._lock:
+            if not self._off_hook:
+                raise LineInterrupted("the line went on hook during a hook flash")
+            try:
+                relay.on()
+            except Exception as exc:
+                self.on_hook()
+                raise self._fault(f"GPIO: hook relay on GPIO{self.options.hook_relay_pin}: "
+                                  f"{exc}") from exc
+        if self.options.hook_settle_ms:
+            time.sleep(self.options.hook_settle_ms / 1000)
+        sense = self.loop_current
+        if sense is not None and watching:
+            if not sense.wait_for_active(self.options.loop_current_wait_ms / 1000):
+                self.on_hook()
+                raise self._fault("no loop current after a hook flash")
+            with self._lock:
+                self._loop_watch = self._off_hook
 
     def _fault(self, message: str) -> LineFault:
         self.fault = message

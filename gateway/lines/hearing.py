@@ -385,6 +385,9 @@ class Ears:
         handler = self.handler
         on_ringing = handler.ringing if handler is not None else (lambda: None)
         with self._lock:
+            # A set-up in progress is no talk: a dial tone now is the one
+            # waited for (a transfer's recall), not the far end gone.
+            self._talking = False
             progress = CallProgress(dialed, rules, self.time, on_ringing)
             backlog, self._backlog = self._backlog, []
             rang = progress.take(backlog, self._now) if backlog else False

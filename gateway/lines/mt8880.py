@@ -917,6 +917,12 @@ class MT8880Line(LineDriver):
             control.on_hook()
         self._stop_hearing()
 
+    def flash(self, ms: int) -> None:
+        with self._lock:
+            if self._hook is not HookState.OFF_HOOK or self.control is None:
+                raise LineFault("the line is on hook: there is no loop to flash")
+            self.control.flash(ms)
+
     def _fail(self, message: str) -> LineFault:
         """Record a fault, drop the line, and give the exception to raise."""
         self.fault = message
