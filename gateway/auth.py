@@ -47,7 +47,7 @@ from gateway.errors import ConfigError
 MIN_PASSWORD_LENGTH = 8
 
 COMMAND_NAMES = ("SendDTMF", "Call", "HangUp", "ListActiveCalls", "Speak", "Play",
-                 "BlindTransfer", "Hold", "Unhold", "AttendedTransfer", "Forward")
+                 "Record", "BlindTransfer", "Hold", "Unhold", "AttendedTransfer", "Forward")
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 16384, 8, 1
 CACHE_SECONDS = 300.0

@@ -122,6 +122,10 @@ class CallsConfig:
     #: An OzML script that would hold the line longer than this (its keys,
     #: delays and speech added up) is refused before anything of it runs.
     max_script_s: float = field(default=3600.0, metadata={"min": 1.0, "max": 86400.0})
+    #: Where Record's recordings go (beside the config file when relative);
+    #: the service's clean-up deletes them after 30 days, as it does the
+    #: simulated line's.
+    record_dir: str = "recordings"
     #: Where Play's local ``AudioFile`` paths are (beside the config file
     #: when relative); nothing outside it is played.
     media_dir: str = "media"

@@ -79,6 +79,18 @@ class Play:
 
 
 @dataclass(frozen=True)
+class Record:
+    """Record what the line hears, until ``duration_s`` (0: MAX_RECORD_S),
+    ``inactivity_s`` of silence (0: no such limit), one of ``finish_digits``,
+    or the call's end; then ``RecordCompleted`` to ``finished_url``."""
+
+    duration_s: float = 0.0
+    inactivity_s: float = 0.0
+    finish_digits: str = ""
+    finished_url: str = ""
+
+
+@dataclass(frozen=True)
 class BlindTransfer:
     """Hand the call to ``target``: a hook flash, recall dial tone, the
     target dialled, on hook. The script ends there."""
@@ -144,8 +156,8 @@ class CannotHere:
     command: str
 
 
-Command = (SendDTMF | Delay | Speak | Hangup | Play | BlindTransfer | GoTo | UserInput
-           | CannotHere)
+Command = (SendDTMF | Delay | Speak | Hangup | Play | Record | BlindTransfer | GoTo
+           | UserInput | CannotHere)
 
 
 def _bad(detail: str, parameter: str, command: str) -> OzmlError:
@@ -278,6 +290,34 @@ def play(audio_file: str | None, party: str | None, repeat: str | None,
     return Play(source, chosen, times, seconds)
 
 
+#: Record's longest recording (a call is bounded by calls.max_call_s anyway).
+MAX_RECORD_S = 3600.0
+
+
+def record(format_: str | None, duration: str | None, inactivity: str | None,
+           finish_digits: str | None, finished_url: str | None,
+           command: str = "Record") -> Record:
+    """A Record from its parameters (the API's and OzML's alike)."""
+    if (format_ or "wav").strip().lower() != "wav":
+        raise _bad(f"{format_!r}: recordings are WAV files", "Format", command)
+
+    def seconds(text: str | None, name: str) -> float:
+        try:
+            value = float(text) if text and text.strip() else 0.0
+        except ValueError:
+            raise _bad(f"{text!r} is not a number of seconds", name, command) from None
+        if not 0 <= value <= MAX_RECORD_S:
+            raise _bad(f"{value:g} s is outside 0 to {MAX_RECORD_S:g} s", name, command)
+        return value
+
+    digits = (finish_digits or "").strip().upper()
+    if any(d not in KEYS for d in digits):
+        raise _bad(f"{finish_digits!r} is not DTMF keys", "FinishDigits", command)
+    url = _url(finished_url, "FinishedUrl", command) if finished_url else ""
+    return Record(seconds(duration, "Duration"), seconds(inactivity, "Inactivity"), digits,
+                  url)
+
+
 def blind_transfer(target: str | None, command: str = "BlindTransfer") -> BlindTransfer:
     """A BlindTransfer to ``target`` (keys to dial after the flash)."""
     keys = (target or "").strip()
@@ -329,6 +369,10 @@ class _Parser:
         if tag == "play":
             return play(_attr(element, "AudioFile") or element.text, _attr(element, "Party"),
                         _attr(element, "Repeat"), _attr(element, "Timeout"))
+        if tag == "record":
+            return record(_attr(element, "Format"), _attr(element, "Duration"),
+                          _attr(element, "Inactivity"), _attr(element, "FinishDigits"),
+                          _attr(element, "FinishedUrl"))
         if tag == "blindtransfer":
             return blind_transfer(_attr(element, "Target") or element.text)
         if tag == "goto":
@@ -424,6 +468,8 @@ def line_seconds(commands: tuple[Command, ...]) -> float:
             total += len(command.text) / SPEECH_CHARS_PER_S
         elif isinstance(command, Play):
             total += command.timeout_s
+        elif isinstance(command, Record):
+            total += command.duration_s
         elif isinstance(command, UserInput):
             total += line_seconds(command.initial)
             total += command.timeout_s * command.max_digits

@@ -198,6 +198,17 @@ def blind_transfer(params: Params) -> tuple[str, Call]:
     return "", state().gateway.blind_transfer(params.get("CallId", command), chosen.target)
 
 
+def record_call(params: Params) -> tuple[str, Call]:
+    command = "Record"
+    chosen = ozml.record(params.get("Format", command), params.get("Duration", command),
+                         params.get("Inactivity", command),
+                         params.get("FinishDigits", command),
+                         params.get("FinishedUrl", command))
+    call, recording = state().gateway.record(params.get("CallId", command), chosen)
+    # Ours: the file's name; RecordCompleted (to FinishedUrl) says when it is done.
+    return "  " + element("RecordingName", recording.name) + "\n", call
+
+
 def analog_cannot(command: str) -> Handler:
     def refuse(params: Params) -> tuple[str, Call | None]:
         raise Inappropriate(command, ozml.ANALOG_CANNOT[command])
@@ -242,6 +253,7 @@ HANDLERS: dict[str, Handler] = {
     "Speak": speak,
     "Play": play,
     "BlindTransfer": blind_transfer,
+    "Record": record_call,
     **{name: analog_cannot(name) for name in ozml.ANALOG_CANNOT},
 }
 #: By lower-cased name: the API matches names without regard to case. The

@@ -10,9 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import re
 import time
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, request, send_from_directory
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway.api.commands import COMMANDS, Outcome, Params, execute, outcome_of, record, state
@@ -95,6 +96,29 @@ def api() -> Response:
     record("api", user, address, command, outcome, time.monotonic() - started)
     return xml(render(outcome.code, outcome.text,
                       extra=outcome.extra if outcome.code == Code.OK else ""))
+
+
+#: What a Record command names its files: the CallId, a dash, a number.
+RECORDING_NAME = re.compile(r"[A-Za-z0-9]{1,32}-[0-9]{1,6}\.wav")
+
+
+@bp.route("/recordings/<name>", methods=["GET"])
+def recording(name: str) -> Response:
+    """A Record command's file, for a user who may run Record (the API's
+    credentials and address lists, as for any command)."""
+    address = request.remote_addr or ""
+    try:
+        params = Params()
+        user = authenticate(params, address, "Record")
+    except ApiError as exc:
+        outcome = outcome_of(exc, "Record")
+        return xml(render(outcome.code, outcome.text))
+    folder = state().gateway.config.path(state().gateway.config.calls.record_dir)
+    if not RECORDING_NAME.fullmatch(name) or not (folder / name).is_file():
+        log.info("recording user=%s addr=%s code=404", escape(user.name), address)
+        return Response("no such recording\n", status=404, content_type="text/plain")
+    log.info("recording user=%s addr=%s name=%s", escape(user.name), address, name)
+    return send_from_directory(folder, name, mimetype="audio/wav", max_age=0)
 
 
 def xml(body: str) -> Response:

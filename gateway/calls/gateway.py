@@ -23,6 +23,7 @@ from gateway import media, notify, ozml
 from gateway.calls import notifications, script
 from gateway.calls.line import Line, LineSnapshot
 from gateway.calls.notifications import Notifier
+from gateway.calls.record import Recording
 from gateway.calls.registry import Call, CallRegistry, CallState
 from gateway.codes import Code
 from gateway.config import Config
@@ -42,6 +43,7 @@ from gateway.errors import (
 from gateway.keys import Tone, parse_keys
 from gateway.lines import BuiltLine, build_line
 from gateway.lines.base import Party
+from gateway.lines.recording import recording_fault
 from gateway.logs import escape
 from gateway.metrics import Metrics
 from gateway.tones import TonePlan
@@ -203,6 +205,8 @@ class Gateway:
         """On hook, close the recording, unregister, tell FinishedUrl. Idempotent."""
         if not self.registry.finish(call, reason):
             return
+        for hook in call.hangup_hooks:
+            hook()
         with self.registry.lock:
             if line.call is call:
                 line.call = None
@@ -273,6 +277,42 @@ class Gateway:
                 raise
 
         return self._on_call(call_id, "Speak", len(text) / ozml.SPEECH_CHARS_PER_S, say)
+
+    def record(self, call_id: str | None, command: ozml.Record) -> tuple[Call, Recording]:
+        """Start recording what the call's line hears (see :mod:`gateway.calls.record`);
+        returns at once, the recording goes on by itself."""
+        call = self.find(call_id, "Record")
+        if call.state is not CallState.IN_CALL:
+            raise Inappropriate("Record", "the call has not been answered")
+        return call, self._record(self.lines[call.line], call, command)
+
+    def _record(self, line: Line, call: Call, command: ozml.Record) -> Recording:
+        ears = line.driver.ears
+        if ears is None or not ears.captures_audio:
+            raise Inappropriate("Record", f"a {line.driver.driver_name} line records nothing "
+                                "(it has no capture of the far end)")
+        with self.registry.lock:
+            call.recordings += 1
+            name = f"{call.call_id}-{call.recordings}.wav"
+        path = self.config.path(self.config.calls.record_dir) / name
+
+        def done(recording: Recording) -> None:
+            ears.remove_tap(recording)
+            log.info("call %s: recording %s ended (%s), %.1f s", call.call_id, name,
+                     recording.reason, recording.seconds)
+            if command.finished_url:
+                self.notifier.send_later(command.finished_url, notifications.record_completed(
+                    call, name, recording.seconds, recording.reason))
+
+        try:
+            recording = Recording(name, path, ears.rate, command, done)
+        except OSError as exc:
+            fault = recording_fault("creating", path, exc)
+            fault.line = line.name
+            raise fault from exc
+        ears.add_tap(recording)
+        call.hangup_hooks.append(lambda: recording.stop("the call ended"))
+        return recording
 
     def blind_transfer(self, call_id: str | None, target: str) -> Call:
         """Hand the call to ``target`` (see :meth:`LineDriver.transfer`); the
@@ -642,6 +682,14 @@ class _Control:
 
     def transfer(self, target: str) -> None:
         self._gateway._transfer(self._line, self._call, target)
+
+    def record(self, command: ozml.Record) -> None:
+        recording = self._gateway._record(self._line, self._call, command)
+        # A script's Record holds the script until the recording ends (or the call).
+        while not recording.done.wait(0.5):
+            self._line.worker.progress()
+            if self.ended:
+                recording.stop("the call ended")
 
     def wait(self, seconds: float) -> None:
         if self._barging:

@@ -63,6 +63,13 @@ def error(call: Call, described: Described) -> dict[str, str]:
             "Message": described.text}
 
 
+def record_completed(call: Call, name: str, seconds: float, reason: str) -> dict[str, str]:
+    """A Record's file: its name, where an authorised user downloads it
+    (``RecordUrl``, a path of ours on this gateway), its length."""
+    return {**call_fields(call, "RecordCompleted"), "RecordingName": name,
+            "RecordUrl": f"/recordings/{name}", "Duration": f"{seconds:.3f}", "Reason": reason}
+
+
 def dtmf_entered(call: Call, digits: str) -> dict[str, str]:
     """Keys the far end entered; ``DtmfDigits`` is the field Ozeki's examples read."""
     return {**call_fields(call, "DtmfEntered"), "DtmfDigits": digits}

@@ -114,6 +114,10 @@ class Call:
     #: Where each far-end key goes as a DtmfEntered notification (our
     #: extension of Call, for clients without a script).
     dtmf_url: str = ""
+    #: How many Record commands the call has had (it names their files).
+    recordings: int = 0
+    #: Called once when the call ends (a recording in progress stops).
+    hangup_hooks: list[Callable[[], None]] = field(default_factory=list)
     hangup: threading.Event = field(default_factory=threading.Event)
 
     @property

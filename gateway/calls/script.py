@@ -71,6 +71,9 @@ class CallControl(Protocol):
     def transfer(self, target: str) -> None:
         """Hand the call to ``target``; the call is over after it."""
 
+    def record(self, command: ozml.Record) -> None:
+        """Record what the line hears until the recording ends."""
+
     def wait(self, seconds: float) -> None:
         """Spend ``seconds`` on the call; returns early when the call ends
         (and, inside :meth:`barge_in`, when the far end presses a key)."""
@@ -143,6 +146,14 @@ def _blind_transfer(control: CallControl, command: ozml.BlindTransfer, ctx: Cont
         control.report(exc)
         return Flow.NEXT  # the call is still up: the script goes on
     return Flow.HANG_UP
+
+
+def _record(control: CallControl, command: ozml.Record, ctx: Context) -> Flow:
+    try:
+        control.record(command)
+    except Inappropriate as exc:  # a line that hears nothing to record
+        control.report(exc)
+    return Flow.NEXT
 
 
 def _hangup(control: CallControl, command: ozml.Hangup, ctx: Context) -> Flow:
@@ -231,6 +242,7 @@ STEPS: dict[type, Step] = {
     ozml.Hangup: _hangup,
     ozml.Play: _play,
     ozml.BlindTransfer: _blind_transfer,
+    ozml.Record: _record,
     ozml.GoTo: _goto,
     ozml.UserInput: _user_input,
     ozml.CannotHere: _cannot,

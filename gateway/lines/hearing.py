@@ -86,6 +86,16 @@ class Hears(enum.Flag):
     LOOP = enum.auto()
 
 
+class EarsTap(Protocol):
+    """Something that takes what a line hears as it hears it (a Record
+    command): the audio blocks fed, and the events. Called on the hearing
+    thread: it must not wait for the line."""
+
+    def audio(self, block: Samples, rate: int) -> None: ...
+
+    def events(self, events: Sequence[LineEvent], now: float) -> None: ...
+
+
 class LineHandler(Protocol):
     """What the call layer is told; called from the line's hearing thread,
     so a handler must not wait for the line."""
@@ -350,6 +360,7 @@ class Ears:
         #: Heard since off hook while no set-up was followed yet (the capture
         #: may start hearing before the driver's command gets to track()).
         self._backlog: list[LineEvent] = []
+        self._taps: list[EarsTap] = []
         self._listening = False
 
     @property
@@ -411,12 +422,33 @@ class Ears:
                 self._listener.own_key(key, start, end)
 
     # -- what the driver feeds ------------------------------------------------------------
+    @property
+    def rate(self) -> int:
+        """The sample rate of the audio fed (0 where none is)."""
+        return self._listener.rate if self._listener is not None else 0
+
+    @property
+    def captures_audio(self) -> bool:
+        """Audio is fed to these ears (a line whose far end can be recorded)."""
+        return self._listener is not None and self.hears & Hears.VOICE != Hears.NOTHING
+
+    def add_tap(self, tap: EarsTap) -> None:
+        with self._lock:
+            self._taps = [*self._taps, tap]
+
+    def remove_tap(self, tap: EarsTap) -> None:
+        with self._lock:
+            self._taps = [t for t in self._taps if t is not tap]
+
     def feed(self, block: Samples) -> None:
         """Received audio (mono, at the capture's rate), from the capture thread."""
         assert self._listener is not None, "feed() is for lines that capture audio"
         with self._lock:
             events = self._listener.feed(block)
             now = self._listener.time
+            taps, rate = self._taps, self._listener.rate
+        for tap in taps:
+            tap.audio(block, rate)
         self.heard(events, now)
 
     def heard(self, events: Sequence[LineEvent], now: float | None = None) -> None:
@@ -427,11 +459,14 @@ class Ears:
         with self._lock:
             self._now = max(self._now, now)
             progress, talking, handler = self._progress, self._talking, self.handler
+            taps = self._taps
             if progress is None and not talking and self._listening:
                 self._backlog.extend(events)
                 del self._backlog[:-BACKLOG]
         if progress is not None:
             progress.heard(events, now)
+        for tap in taps:
+            tap.events(events, now)
         if handler is None:
             return
         for event in events:

@@ -146,13 +146,10 @@ class ChipEars(Ears):
 
     def __init__(self, line: str, hears: Hears, country: str,
                  on_talking: Callable[[], None]) -> None:
-        super().__init__(line, hears, country)
+        # No audio is fed here (no detectors): line time is what the driver
+        # last reported.
+        super().__init__(line, hears, country, detectors=False)
         self._on_talking = on_talking
-
-    @property
-    def time(self) -> float:
-        # No audio is fed here: line time is what the driver last reported.
-        return self._now
 
     def talking(self) -> None:
         super().talking()
