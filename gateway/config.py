@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import logging
 import math
 import tomllib
 import types
@@ -39,6 +40,8 @@ from gateway.tones import (
 )
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 #: Countries whose call-progress tones the detectors know.
 COUNTRY_CODES = tuple(sorted(COUNTRIES))
@@ -352,6 +355,11 @@ def from_mapping(data: dict[str, Any], base_dir: Path | None = None) -> Config:
             line.options.country = tones.country
         # And a hook flash as long as its country's exchanges expect.
         timing = getattr(line.options, "call_timing", None)
+        gpio = getattr(line.options, "gpio", None)
+        if timing is not None and gpio is not None and gpio.ring_timeout_ms is not None:
+            log.warning("%s: gpio.ring_timeout_ms is deprecated: write call_timing = "
+                        "{ ring_timeout_ms = %d } instead", line.name, gpio.ring_timeout_ms)
+            timing.ring_timeout_ms, gpio.ring_timeout_ms = gpio.ring_timeout_ms, None
         if timing is not None and not timing.flash_ms:
             country = getattr(line.options, "country", None) or tones.country
             timing.flash_ms = HOOK_FLASH_MS.get(country, HOOK_FLASH_DEFAULT_MS)

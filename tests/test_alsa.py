@@ -25,7 +25,7 @@ from gateway.errors import LineError, LineFault, NotSupported
 from gateway.keys import parse_keys
 from gateway.lines import driver_spec
 from gateway.lines.alsa import Aborted, AlsaLine, AlsaOptions, PcmGeometry, play
-from gateway.lines.base import HookState, Party
+from gateway.lines.base import CallTiming, HookState, Party
 from gateway.lines.gpio import GpioOptions, pin_factory
 from gateway.tones import Timing, ToneEngine, TonePlan, ToneSettings
 from tests.alsa_tap import AlsaTap, unplugging_consumer
@@ -81,10 +81,12 @@ def test_example_config_block_is_valid_and_documents_the_defaults() -> None:
     config = from_mapping(example_line_block("hat1"))
     (line,) = config.lines
     assert line.driver == "alsa"
-    # Every other key is its default; country "" became [tones] country's.
+    # Every other key is its default; country "" became [tones] country's, and
+    # call_timing.flash_ms 0 that country's hook flash (600 ms in the US).
     assert line.options == AlsaOptions(
         device="plughw:CARD=sndrpihifiberry,DEV=0",
         gpio=GpioOptions(hook_relay_pin=17, ring_detect_pin=27), country="us",
+        call_timing=CallTiming(flash_ms=600),
     )
 
 

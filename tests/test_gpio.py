@@ -54,11 +54,11 @@ class Calls:
 
 
 def control(factory: MockFactory, calls: Calls | None = None, rings: Calls | None = None,
-            **kw: object) -> LineControl:
+            ring_timeout_ms: int = 6000, **kw: object) -> LineControl:
     opts = {"hook_relay_pin": RELAY, "ring_detect_pin": RING, "hook_settle_ms": 0,
             "ring_guard_ms": 0, "ring_debounce_ms": 0.0} | kw
     return LineControl("line1", GpioOptions(**opts), calls,  # type: ignore[arg-type]
-                       factory=factory, on_ring=rings)
+                       factory=factory, on_ring=rings, ring_timeout_ms=ring_timeout_ms)
 
 
 def relay_history(factory: MockFactory) -> list[bool]:
@@ -66,6 +66,18 @@ def relay_history(factory: MockFactory) -> list[bool]:
 
 
 # -- options -------------------------------------------------------------------
+def test_the_old_gpio_ring_timeout_moves_to_call_timing(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # One setting for how far apart one call's rings may be: call_timing's.
+    from gateway.config import from_mapping
+
+    config = from_mapping({"line": [{"name": "hat", "driver": "alsa", "device": "x",
+                                     "gpio": {"ring_timeout_ms": 9000}}]})
+    options = config.lines[0].options
+    assert options.call_timing.ring_timeout_ms == 9000 and options.gpio.ring_timeout_ms is None
+    assert "gpio.ring_timeout_ms is deprecated" in caplog.text
+
+
 def test_options_from_toml_table() -> None:
     opts = build(GpioOptions, {"hook_relay_pin": 17, "ring_detect_pin": 27,
                                "hook_relay_active_high": False}, "line[0].gpio")

@@ -29,7 +29,7 @@ from gateway.config import ConfigError, from_mapping
 from gateway.errors import LineFault
 from gateway.keys import parse_keys
 from gateway.lines import build_line, driver_spec
-from gateway.lines.base import HookState
+from gateway.lines.base import CallTiming, HookState
 from gateway.lines.gpio import GpioOptions
 from gateway.lines.mt8880 import MT8880Line, MT8880Options
 from gateway.lines.mt8880_sim import (
@@ -885,7 +885,8 @@ def test_example_config_block_is_valid_and_documents_the_defaults() -> None:
     assert line.driver == "mt8880"
     # Every key shown is its default, but for the optional pins wired in the notes.
     assert line.options == MT8880Options(
-        irq_pin=23, country="us", gpio=GpioOptions(hook_relay_pin=17, ring_detect_pin=27))
+        irq_pin=23, country="us", gpio=GpioOptions(hook_relay_pin=17, ring_detect_pin=27),
+        call_timing=CallTiming(flash_ms=600))  # the US's hook flash, as [tones] country says
 
 
 def test_default_pins_do_not_collide_with_the_suggested_relay_and_ring() -> None:

@@ -253,6 +253,7 @@ class AlsaLine(LineDriver):
         # ramp come from the engine the call layer built.
         self.engine = ToneEngine(dataclasses.replace(engine.settings, rate=options.rate))
         self.control = LineControl(name, options.gpio, on_ring=lambda: self._ring(None),
+                                   ring_timeout_ms=options.call_timing.ring_timeout_ms,
                                    on_loop_break=self._loop_break, line_clock=self._line_time)
         self.synthesiser = Synthesiser(options.espeak, options.speech_wpm)
         self.underruns = 0

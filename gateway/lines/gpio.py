@@ -170,9 +170,10 @@ class GpioOptions:
     #: Ring activity must last this long to be a ring: a click from a
     #: parallel phone, a polarity reversal or a line transient is not a call.
     ring_min_ms: int = field(default=150, metadata={"min": 0, "max": 2000})
-    #: Rings no further apart than this belong to one incoming call; longer
-    #: than the longest silence of any cadence (4 s in North America).
-    ring_timeout_ms: int = field(default=6000, metadata={"min": 500, "max": 30000})
+    #: Deprecated: the line's ``call_timing.ring_timeout_ms`` says how far
+    #: apart the rings of one incoming call may be (a value here is moved
+    #: there, with a line in the log).
+    ring_timeout_ms: int | None = field(default=None, metadata={"min": 500, "max": 30000})
     #: Ring input ignored this long after the hook changes: the relay and the
     #: loop make transients that can light the optocoupler.
     ring_guard_ms: int = field(default=500, metadata={"min": 0, "max": 5000})
@@ -326,6 +327,7 @@ class LineControl:
         on_ring: Callable[[], None] | None = None,
         on_loop_break: Callable[[LoopBreak], None] | None = None,
         line_clock: Callable[[], float] | None = None,
+        ring_timeout_ms: int = 6000,
     ) -> None:
         self.line = line
         self.options = options
@@ -339,7 +341,9 @@ class LineControl:
         self.hook_relay: Any = None
         self.ring_detect: Any = None
         self.loop_current: Any = None
-        self.cadence = RingCadence(options.ring_min_ms / 1000, options.ring_timeout_ms / 1000)
+        # The line's call_timing.ring_timeout_ms: the one setting for how far
+        # apart one call's rings may be (the call layer ends the call by it too).
+        self.cadence = RingCadence(options.ring_min_ms / 1000, ring_timeout_ms / 1000)
         # Re-entrant: on_hook may come from a signal handler on a thread that
         # is inside another method of this object.
         self._lock = threading.RLock()

@@ -778,6 +778,7 @@ class MT8880Line(LineDriver):
                 # Every ring is reported: the call layer groups them into a call
                 # and keeps it ringing until they stop.
                 self.control = LineControl(self.name, gpio, on_ring=self._ring, factory=factory,
+                                           ring_timeout_ms=self.call_timing.ring_timeout_ms,
                                            on_loop_break=self.loop_break, line_clock=self._now)
                 self.control.open()
                 opts = self.options
