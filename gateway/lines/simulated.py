@@ -373,7 +373,8 @@ class SimulatedLine(LineDriver):
     def _open_far_end(self) -> _FarEnd:
         assert self.exchange is not None
         rang, self._rang = self._rang, None
-        timeout = self.call_timing.ring_timeout_ms / 1000 * (self.options.time_scale or 1.0)
+        # As long as the call layer keeps an unanswered call ringing.
+        timeout = self.call_timing.ring_timeout_ms / 1000
         answering = rang[0] if rang is not None and time.monotonic() - rang[1] < timeout else None
         with self._clock:
             self._free_at = 0.0
