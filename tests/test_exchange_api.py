@@ -24,6 +24,7 @@ from flask import Flask
 
 from gateway.calls import Gateway
 from gateway.detect import Dtmf, Listener
+from gateway.errors import LineFault
 from gateway.lines.base import HookState
 from gateway.lines.simulated import SimulatedLine
 from gateway.tones import read_wav
@@ -244,6 +245,58 @@ def test_an_incoming_call_from_a_listed_number_presses_its_keys(
     assert call.keys_heard == ["4", "2", "#"]
     assert call.end_reason == "the far end hung up (loop current broke for 500 ms)"
     assert incoming["CallerId"] == "5551234"
+
+
+def test_hang_up_while_it_rings_or_sends_stops_the_line_at_once(
+        line: Callable[..., Line]) -> None:
+    """Whatever waits on the line's far end stops when the line goes on hook:
+    the set-up (ringing for ever) and a SendDTMF of 35 s (of line time)."""
+    ln = line()
+    answers: list[Answer] = []
+    placing = threading.Thread(target=lambda: answers.append(ln.call("300")))
+    placing.start()
+    wait_until(lambda: ln.states() == ["Ringing"])
+    (ringing,) = ln.gateway.active_calls()
+    assert ln.api(command="HangUp", CallId=ringing.call_id).code == 200
+    placing.join(10)
+    assert answers[0].code == 601 and ln.on_hook_and_idle()
+
+    call = ln.gateway.find(ln.call("600").text("CallId"))
+    sending: list[Answer] = []
+    sender = threading.Thread(target=lambda: sending.append(ln.api(
+        command="SendDTMF", CallId=call.call_id, Keys="12345", Party="all",
+        Duration="2000", Gap="5000")))
+    sender.start()
+    started = ln.driver.exchange.now  # type: ignore[union-attr]
+    wait_until(lambda: ln.driver.exchange.now > started + 3.0)  # type: ignore[union-attr]
+    assert ln.api(command="HangUp", CallId=call.call_id).code == 200
+    sender.join(10)
+    assert sending[0].code == 601 and ln.on_hook_and_idle()
+
+
+def test_a_recording_that_fails_mid_call_is_a_line_fault(
+        line: Callable[..., Line], receiver: Receiver) -> None:
+    """The far end's audio is recorded on the line's hearing thread: a write
+    that fails there is a hardware fault like a capture device that vanished
+    (the call ends, the line on hook and faulted, opened again by its next
+    command)."""
+    ln = line()
+    recorder = ln.gateway.lines["line1"].recorder
+    assert recorder is not None
+    answer = ln.call("600", FinishedUrl=f"{receiver.url}/finished")
+    assert answer.code == 200
+
+    def full(frames: Any) -> None:
+        raise LineFault("cannot record the call: writing x.wav: No space left on device")
+
+    recorder.audio = full  # type: ignore[method-assign]
+    (finished,) = receiver.wait_for("CallFinished")
+    assert finished["Reason"].startswith("line fault: ")
+    assert "No space left on device" in finished["Reason"]
+    wait_until(lambda: ln.driver.hook is HookState.ON_HOOK and ln.gateway.lines["line1"].fault
+               is not None)
+    del recorder.audio  # the disk has room again
+    assert ln.call("200").code == 402  # the line opens afresh and hears again
 
 
 def test_a_line_without_an_exchange_hears_nothing_and_waits_as_before(
