@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Flask, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway import console
 from gateway.api import health, spec, views
 from gateway.api.commands import ApiState
-from gateway.auth import AddressPolicy, Lockout, Users
+from gateway.auth import MIN_PASSWORD_LENGTH, AddressPolicy, Lockout, Users
 from gateway.calls import Gateway
 from gateway.config import Config
+
+log = logging.getLogger(__name__)
 
 
 def create_app(config: Config, gateway: Gateway | None = None) -> Flask:
@@ -18,6 +22,10 @@ def create_app(config: Config, gateway: Gateway | None = None) -> Flask:
 
     The caller owns the gateway's life: ``app.extensions["dtmf_gateway"].close()``.
     """
+    if config.auth.min_password_length < MIN_PASSWORD_LENGTH:
+        log.warning("auth.min_password_length is %d: passwords shorter than %d characters "
+                    "are accepted (meant only to keep an existing client's password)",
+                    config.auth.min_password_length, MIN_PASSWORD_LENGTH)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_request_bytes
     if gateway is None:

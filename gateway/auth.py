@@ -43,7 +43,11 @@ from gateway.errors import ConfigError
 
 #: The API's commands, as Ozeki spells them. A user's ``commands`` lists some
 #: of them (matched without regard to case, as the API matches them) or ``*``.
-COMMAND_NAMES = ("SendDTMF", "Call", "HangUp", "ListActiveCalls")
+#: The shortest password ``passwd`` accepts unless ``auth.min_password_length`` says less.
+MIN_PASSWORD_LENGTH = 8
+
+COMMAND_NAMES = ("SendDTMF", "Call", "HangUp", "ListActiveCalls", "Speak", "Play",
+                 "Hold", "Unhold", "AttendedTransfer", "Forward")
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 16384, 8, 1
 CACHE_SECONDS = 300.0

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from gateway.config import Config
 
 PROG = "dtmf-gateway"
-MIN_PASSWORD_CHARS = 8
 
 
 class _Parser(argparse.ArgumentParser):
@@ -151,7 +150,7 @@ def _read_password() -> str:
 
 
 def _cmd_passwd(args: argparse.Namespace) -> int:
-    from gateway.auth import command_names, save_user
+    from gateway.auth import MIN_PASSWORD_LENGTH, command_names, save_user
     from gateway.errors import ConfigError
 
     config = _load_config(args.config)
@@ -163,8 +162,11 @@ def _cmd_passwd(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             raise UsageError(f"--commands {args.commands!r}: {exc}") from None
     password = _read_password()
-    if len(password) < MIN_PASSWORD_CHARS:
-        raise UsageError(f"a password needs at least {MIN_PASSWORD_CHARS} characters")
+    shortest = config.auth.min_password_length
+    if len(password) < shortest:
+        raise UsageError(f"a password needs at least {shortest} characters"
+                         + (" (auth.min_password_length)" if shortest != MIN_PASSWORD_LENGTH
+                            else ""))
     save_user(config.users_path, args.user, password, commands)
     print(f"user {args.user!r} saved in {config.users_path}")
     return 0
@@ -232,12 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_cmd_serve)
 
-    from gateway.auth import COMMAND_NAMES
+    from gateway.auth import COMMAND_NAMES, MIN_PASSWORD_LENGTH
 
     passwd = sub.add_parser(
         "passwd", help="create a user or change a password",
-        description=f"The password (at least {MIN_PASSWORD_CHARS} characters) is read from the "
-        "terminal, twice, or as one line from standard input.")
+        description=f"The password (at least {MIN_PASSWORD_LENGTH} characters, or "
+        "auth.min_password_length) is read from the terminal, twice, or as one line from "
+        "standard input.")
     passwd.add_argument("user", metavar="USER")
     passwd.add_argument("--config", metavar="PATH", help="the users file is beside it")
     passwd.add_argument("--commands", metavar="LIST",

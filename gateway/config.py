@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.auth import MIN_PASSWORD_LENGTH
 from gateway.detect.countries import COUNTRIES
 from gateway.errors import ConfigError, GatewayError
 from gateway.lines import DRIVERS, driver_spec
@@ -53,6 +54,15 @@ class ServerConfig:
     #: A request waiting for its line holds one of these, so there are enough
     #: for full queues on a few lines with some left for ListActiveCalls and health.
     threads: int = field(default=64, metadata={"min": 4, "max": 512})
+    #: Connections open at once; beyond it the server stops accepting until one
+    #: closes. A half-sent request holds one, not a thread, so this is what a
+    #: flood of slow clients uses up. At most 900: waitress's loop watches its
+    #: sockets with select(), which cannot see a descriptor numbered 1024 or more.
+    connection_limit: int = field(default=500, metadata={"min": 10, "max": 900})
+    #: A connection is closed when its request has not fully arrived this long
+    #: after its first byte, or when it has been idle this long; whole seconds.
+    #: A command being carried out is never cut short by it.
+    channel_timeout_s: int = field(default=30, metadata={"min": 1, "max": 3600})
     max_request_bytes: int = field(default=65536, metadata={"min": 1024, "max": 10485760})
     #: Where IncomingCall notifications go; empty: incoming calls are not answered.
     incoming_url: str = ""
@@ -85,6 +95,10 @@ class AuthConfig:
     #: Failed logins from one address before it is locked out.
     lockout_failures: int = field(default=5, metadata={"min": 1, "max": 1000})
     lockout_seconds: float = field(default=300.0, metadata={"min": 0.0, "max": 86400.0})
+    #: The shortest password ``passwd`` accepts. Below 8 only to keep an
+    #: existing client's password (Ozeki's examples use six characters); the
+    #: service warns at start-up while it is.
+    min_password_length: int = field(default=MIN_PASSWORD_LENGTH, metadata={"min": 4, "max": 128})
 
     def __post_init__(self) -> None:
         try:
@@ -107,6 +121,13 @@ class CallsConfig:
     #: An OzML script that would hold the line longer than this (its keys,
     #: delays and speech added up) is refused before anything of it runs.
     max_script_s: float = field(default=3600.0, metadata={"min": 1.0, "max": 86400.0})
+    #: Where Play's local ``AudioFile`` paths are (beside the config file
+    #: when relative); nothing outside it is played.
+    media_dir: str = "media"
+    #: The largest audio file Play reads or fetches (20 MiB: 20 minutes of
+    #: 8 kHz 16-bit mono, 2 minutes of 48 kHz stereo).
+    max_media_bytes: int = field(default=20 * 1024 * 1024,
+                                 metadata={"min": 1024, "max": 512 * 1024 * 1024})
 
 
 #: Who may read ``/healthz`` and ``/metrics``.

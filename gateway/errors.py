@@ -57,6 +57,11 @@ def invalid(parameter: str, command: str, detail: str = "") -> ApiError:
                     message(Code.INVALID_PARAMETER, parameter, command, detail=detail))
 
 
+class MediaError(GatewayError, ValueError):
+    """An audio file that cannot be played (code 302 for its ``AudioFile``):
+    missing, outside the media folder, not fetched, or not audio."""
+
+
 class OzmlError(GatewayError, ValueError):
     """An OzML document that cannot run; ``code`` is the API code that answers it
     (300 not XML or unsafe, 301 a command not run here, 302 a bad attribute)."""
@@ -203,6 +208,9 @@ def describe(exc: BaseException) -> Described:
             return Described(exc.code, message(exc.code, exc.parameter, exc.command,
                                                detail=exc.detail))
         return Described(Code.PARSE_ERROR, message(Code.PARSE_ERROR, exc.detail))
+    if isinstance(exc, MediaError):
+        return Described(Code.INVALID_PARAMETER, message(
+            Code.INVALID_PARAMETER, "AudioFile", "Play", detail=str(exc)))
     if isinstance(exc, CallFailed):
         # A driver's detail is for the log; a cause is what the client may know.
         return Described(Code.CALL_CONNECT_FAILED, message(

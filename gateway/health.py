@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 #: A summary that long is cut: systemctl status shows one line of it.
 STATUS_CHARS = 200
+#: What the watchdog's probe asks for.
+PROBE_PATH = "/healthz"
 
 
 def report(gateway: Gateway, started: float) -> tuple[bool, dict[str, Any]]:
@@ -87,6 +89,11 @@ class HealthLoop:
     been in one command longer than ``stuck_after_s``. One failed check only
     skips a ping (systemd waits a whole period); a second in a row puts every
     line on hook, logs every thread's stack and asks systemd to restart us now.
+
+    ``server`` is what the probe asks: under ``serve``, a listener of the
+    watchdog's own in the same waitress loop and threads, so that slow
+    clients holding every connection of the main port are not taken for a
+    hang (see :class:`gateway.server.ProbeListener`).
 
     A probe that times out while every HTTP thread is busy is a flood, not a
     hang: requests wait at most ``command_timeout_s`` for their line, so that
@@ -152,7 +159,7 @@ class HealthLoop:
         host, port = listen_address(self.server)
         connection = http.client.HTTPConnection(host, port, timeout=self.probe_timeout)
         try:
-            connection.request("GET", "/healthz", headers={"User-Agent": "dtmf-gateway-watchdog"})
+            connection.request("GET", PROBE_PATH, headers={"User-Agent": "dtmf-gateway-watchdog"})
             # Any answer, 503 or 404 included, shows the server loop and a worker
             # thread running; the lines were checked directly above.
             connection.getresponse().read()

@@ -432,6 +432,36 @@ def _split_credentials(url: str) -> tuple[str, dict[str, str]]:
     return bare, {"Authorization": f"Basic {token}"}
 
 
+def _exchange(request: urllib.request.Request, what: str, shown: str, timeout: float,
+              policy: Policy | None, max_bytes: int) -> tuple[bytes, str | None]:
+    """Send ``request`` where ``policy`` lets it go, within ``timeout`` for
+    the whole exchange; the body (at most ``max_bytes``) and its charset."""
+    with _Exchange(timeout, policy or Policy()) as exchange:
+        try:
+            with exchange.opener().open(request, timeout=timeout) as answer:
+                body: bytes = answer.read(max_bytes + 1)
+                charset = answer.headers.get_content_charset()
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+            raise NotifyError(f"{what} to {shown}: {exchange.failure(exc)}") from None
+        if exchange.expired:
+            raise NotifyError(f"{what} to {shown}: timed out after {timeout:g} s")
+    if len(body) > max_bytes:
+        raise NotifyError(f"{what} to {shown}: the answer is larger than {max_bytes} bytes")
+    return body, charset
+
+
+def _request(url: str, what: str, data: bytes | None,
+             headers: dict[str, str]) -> tuple[urllib.request.Request, str]:
+    try:
+        check_url(url)
+    except ValueError as exc:
+        raise NotifyError(f"{what} to {redacted_url(url)}: {exc}") from None
+    shown = redacted_url(url)
+    url, auth = _split_credentials(url)
+    return urllib.request.Request(url, data=data, headers={
+        "User-Agent": f"dtmf-gateway/{__version__}", **headers, **auth}), shown
+
+
 def post(url: str, fields: dict[str, str], timeout: float, policy: Policy | None = None) -> str:
     """POST ``fields`` to ``url`` where ``policy`` (by default: :class:`Policy`
     with nothing opened) lets it go; the answer body as text. Raises
@@ -441,38 +471,23 @@ def post(url: str, fields: dict[str, str], timeout: float, policy: Policy | None
     (urllib would otherwise take the credentials for part of the host name).
     """
     name = fields.get("NotificationName", "notification")
+    request, shown = _request(url, name, urllib.parse.urlencode(fields).encode(),
+                              {"Content-Type": "application/x-www-form-urlencoded"})
+    body, charset = _exchange(request, name, shown, timeout, policy, MAX_ANSWER_BYTES)
     try:
-        check_url(url)
-    except ValueError as exc:
-        raise NotifyError(f"{name} to {redacted_url(url)}: {exc}") from None
-    shown = redacted_url(url)
-    url, auth = _split_credentials(url)
-    request = urllib.request.Request(
-        url,
-        data=urllib.parse.urlencode(fields).encode(),
-        headers={
-            "Content-Type": "application/x-www-form-urlencoded",
-            "User-Agent": f"dtmf-gateway/{__version__}",
-            **auth,
-        },
-    )
-    with _Exchange(timeout, policy or Policy()) as exchange:
-        try:
-            with exchange.opener().open(request, timeout=timeout) as answer:
-                body: bytes = answer.read(MAX_ANSWER_BYTES + 1)
-                charset = answer.headers.get_content_charset() or "utf-8"
-        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
-            raise NotifyError(f"{name} to {shown}: {exchange.failure(exc)}") from None
-        if exchange.expired:
-            raise NotifyError(f"{name} to {shown}: timed out after {timeout:g} s")
-    if len(body) > MAX_ANSWER_BYTES:
-        raise NotifyError(f"{name} to {shown}: the answer is larger than "
-                          f"{MAX_ANSWER_BYTES} bytes")
-    try:
-        return body.decode(charset)
+        return body.decode(charset or "utf-8")
     except LookupError:
         raise NotifyError(f"{name} to {shown}: the answer is not text: its charset is "
                           "unknown") from None
     except UnicodeDecodeError:
         raise NotifyError(f"{name} to {shown}: the answer is not text: invalid bytes for "
                           "its charset") from None
+
+
+def get(url: str, timeout: float, max_bytes: int, policy: Policy | None = None,
+        what: str = "GET") -> bytes:
+    """GET ``url`` (an audio file to play) under the same rules as a
+    notification: the policy on every hop, one deadline for the whole
+    exchange, at most ``max_bytes``. Raises NotifyError."""
+    request, shown = _request(url, what, None, {})
+    return _exchange(request, what, shown, timeout, policy, max_bytes)[0]

@@ -271,9 +271,10 @@ def test_list_active_calls_has_every_field(api: Api) -> None:
     calls = answer.root.findall("ActiveCalls/Call")
     assert len(calls) == 1
     fields = {child.tag: child.text for child in calls[0]}
+    # Ozeki's fields in Ozeki's order, then ours: the keys the far end pressed.
     assert list(fields) == ["CallId", "Source", "CallerId", "Destination", "CallerDialed",
                             "CalleeDialed", "StartTime", "RingDuration", "TalkDuration",
-                            "CallState"]
+                            "CallState", "DtmfReceived"]
     assert fields["CallId"] == call_id
     assert fields["Destination"] == fields["CallerDialed"] == "5551234"
     assert fields["CallState"] == "InCall"

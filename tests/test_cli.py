@@ -181,7 +181,8 @@ def test_passwd_refuses_commands_the_api_does_not_have(
     result = passwd(tmp_path, "bob", "--commands", commands)
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == (f"dtmf-gateway: error: --commands {commands!r}: {wrong}; the "
-                             "commands are SendDTMF, Call, HangUp, ListActiveCalls, or * for all\n")
+                             "commands are SendDTMF, Call, HangUp, ListActiveCalls, Speak, Play, "
+                             "Hold, Unhold, AttendedTransfer, Forward, or * for all\n")
     assert not (tmp_path / "users.toml").exists()
 
 
@@ -216,7 +217,8 @@ def test_the_api_and_the_users_file_know_the_same_commands() -> None:
     from gateway.api.views import COMMANDS
     from gateway.auth import COMMAND_NAMES
 
-    assert set(COMMAND_NAMES) == {"SendDTMF", "Call", "HangUp", "ListActiveCalls"}
+    assert set(COMMAND_NAMES) == {"SendDTMF", "Call", "HangUp", "ListActiveCalls", "Speak",
+                                  "Play", "Hold", "Unhold", "AttendedTransfer", "Forward"}
     assert sorted(name for name, _ in COMMANDS.values()) == sorted(COMMAND_NAMES)
     assert all(key == name.lower() for key, (name, _) in COMMANDS.items())
 

@@ -44,7 +44,7 @@ def test_extensions_and_delay() -> None:
         ("<Response><SendDTMF Keys='1'", 300, "unclosed token: line 1, column 10"),
         ("not xml", 300, "syntax error"),
         ("<Speak>x</Speak>", 300, "not <Response>"),
-        ("<Response><Play AudioFile='x.wav'/></Response>", 301, "Play"),
+        ("<Response><SendEmail To='x@example.com'/></Response>", 301, "SendEmail"),
         ("<Response><SendDTMF Keys='1x' Party='caller'/></Response>", 302, "invalid key 'x'"),
         ("<Response><SendDTMF Keys='1' Party='boss'/></Response>", 302, "'boss' is not one of"),
         ("<Response><SendDTMF Keys='1' Duration='10'/></Response>", 302, "below the minimum 40"),
@@ -75,8 +75,8 @@ def test_response_ozml_errors_answer_the_call_command(api: Callable[..., Answer]
     answer = api(command="Call", Dialed="1", ResponseOzML="<Response><SendDTMF")
     assert answer.code == 300
     assert answer.message.startswith("Error occured during parsing message: '")
-    answer = api(command="Call", Dialed="1", ResponseOzML="<Response><Play/></Response>")
-    assert (answer.code, answer.message) == (301, "Not implemented command: 'Play'")
+    answer = api(command="Call", Dialed="1", ResponseOzML="<Response><SendSms/></Response>")
+    assert (answer.code, answer.message) == (301, "Not implemented command: 'SendSms'")
     # Nothing was dialled for a refused script.
     assert api(command="ListActiveCalls").root.findall("ActiveCalls/Call") == []
 

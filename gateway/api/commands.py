@@ -20,7 +20,7 @@ from gateway.auth import COMMAND_NAMES, AddressPolicy, Lockout, Users
 from gateway.calls import Call, Gateway
 from gateway.codes import MESSAGES, Code
 from gateway.commandlog import CommandLog, CommandRecord
-from gateway.errors import KeyStringError, describe, invalid
+from gateway.errors import Inappropriate, KeyStringError, describe, invalid
 from gateway.keys import parse_keys
 from gateway.lines.base import Party
 from gateway.logs import escape
@@ -28,6 +28,9 @@ from gateway.notify import check_url
 from gateway.tones import DURATION_MS, GAP_MS, Timing, TonePlan
 
 log = logging.getLogger("gateway.api")
+
+#: A Speak's text at most: about four minutes of speech.
+MAX_SPEAK_CHARS = 4000
 
 
 @dataclass
@@ -133,7 +136,7 @@ def place_call(params: Params) -> tuple[str, Call]:
     except KeyStringError as exc:
         raise invalid("Dialed", command, str(exc)) from None
     urls: dict[str, str] = {}
-    for name in ("Url", "ErrorUrl", "FinishedUrl"):
+    for name in ("Url", "ErrorUrl", "FinishedUrl", "DtmfUrl"):
         value = params.get(name, command) or ""
         if value:
             try:
@@ -158,9 +161,40 @@ def place_call(params: Params) -> tuple[str, Call]:
         script = ozml.parse(inline, state().gateway.timing)
     call = state().gateway.place_call(
         dialed, url=urls["Url"], script=script, error_url=urls["ErrorUrl"],
-        finished_url=urls["FinishedUrl"], ring_time_s=ring_time,
+        finished_url=urls["FinishedUrl"], ring_time_s=ring_time, dtmf_url=urls["DtmfUrl"],
     )
     return "  " + element("CallId", call.call_id) + "\n", call
+
+
+def speak(params: Params) -> tuple[str, Call]:
+    command = "Speak"
+    text = params.required("Text", command)
+    if len(text) > MAX_SPEAK_CHARS:
+        raise invalid("Text", command, f"{len(text)} characters is more than {MAX_SPEAK_CHARS}")
+    party_text = params.get("Party", command)
+    try:
+        party = Party.parse(party_text) if party_text else Party.ALL
+    except ValueError as exc:
+        raise invalid("Party", command, str(exc)) from None
+    # Ozeki's Voice names a voice of its text-to-speech engine; espeak-ng's
+    # voices are named by language, so either picks one.
+    language = params.get("Language", command) or params.get("Voice", command)
+    call = state().gateway.speak(params.get("CallId", command), text, language, party)
+    return "", call
+
+
+def play(params: Params) -> tuple[str, Call]:
+    command = "Play"
+    chosen = ozml.play(params.get("AudioFile", command), params.get("Party", command),
+                       params.get("Repeat", command), params.get("Timeout", command))
+    return "", state().gateway.play(params.get("CallId", command), chosen)
+
+
+def analog_cannot(command: str) -> Handler:
+    def refuse(params: Params) -> tuple[str, Call | None]:
+        raise Inappropriate(command, ozml.ANALOG_CANNOT[command])
+
+    return refuse
 
 
 def hang_up(params: Params) -> tuple[str, Call]:
@@ -181,6 +215,8 @@ def list_active_calls(params: Params) -> tuple[str, None]:
             ("RingDuration", f"{call.ring_seconds:.3f}"),
             ("TalkDuration", f"{call.talk_seconds:.3f}"),
             ("CallState", call.state.value),
+            # Ours: what the far end pressed so far (on lines that hear keys).
+            ("DtmfReceived", "".join(call.keys.all)),
         ]
         rows.append("    <Call>\n")
         rows.extend(f"      {element(name, value)}\n" for name, value in fields)
@@ -195,6 +231,9 @@ HANDLERS: dict[str, Handler] = {
     "Call": place_call,
     "HangUp": hang_up,
     "ListActiveCalls": list_active_calls,
+    "Speak": speak,
+    "Play": play,
+    **{name: analog_cannot(name) for name in ozml.ANALOG_CANNOT},
 }
 #: By lower-cased name: the API matches names without regard to case. The
 #: names are auth's (``passwd --commands`` checks against them): one list.

@@ -11,13 +11,15 @@ policy), :mod:`~gateway.calls.registry` (the calls),
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from gateway import notify, ozml
+from gateway import media, notify, ozml
 from gateway.calls import notifications, script
 from gateway.calls.line import Line, LineSnapshot
 from gateway.calls.notifications import Notifier
@@ -32,12 +34,14 @@ from gateway.errors import (
     LineBusy,
     LineFault,
     NotifyError,
+    NotSupported,
     OzmlError,
     describe,
 )
 from gateway.keys import Tone, parse_keys
 from gateway.lines import BuiltLine, build_line
 from gateway.lines.base import Party
+from gateway.logs import escape
 from gateway.metrics import Metrics
 from gateway.tones import TonePlan
 
@@ -240,6 +244,73 @@ class Gateway:
         self._run(line, job, expected_s=plan.seconds)
         return call
 
+    def speak(self, call_id: str | None, text: str, language: str | None, party: Party) -> Call:
+        """Say ``text`` into the call; returns when it has been said."""
+        call = self.find(call_id, "Speak")
+        if call.state is CallState.RINGING:
+            raise Inappropriate("Speak", "the call is ringing and has not been answered")
+        line = self.lines[call.line]
+        call.touch()
+
+        def job() -> None:
+            if call.over:
+                raise CallEnded(call.call_id, call.end_reason)
+            try:
+                self._guarded(line, call, lambda: line.driver.speak(text, language, party))
+            except NotSupported as exc:
+                exc.command = "Speak"
+                raise
+            finally:
+                call.touch()
+
+        self._run(line, job, expected_s=len(text) / ozml.SPEECH_CHARS_PER_S)
+        return call
+
+    def play(self, call_id: str | None, command: ozml.Play) -> Call:
+        """Play an audio file into the call; returns when it has played."""
+        call = self.find(call_id, "Play")
+        if call.state is CallState.RINGING:
+            raise Inappropriate("Play", "the call is ringing and has not been answered")
+        line = self.lines[call.line]
+        call.touch()
+
+        def job() -> None:
+            if call.over:
+                raise CallEnded(call.call_id, call.end_reason)
+            try:
+                self._play(line, call, command)
+            finally:
+                call.touch()
+
+        self._run(line, job, expected_s=command.timeout_s or ozml.MAX_PLAY_S)
+        return call
+
+    def _play(self, line: Line, call: Call, command: ozml.Play) -> None:
+        """On the line's worker: fetch, decode and play ``command``'s file."""
+        driver = line.driver
+        rate = driver.audio_rate
+        if rate is None:
+            refused = NotSupported(f"a {driver.driver_name} line plays no audio")
+            refused.command = "Play"
+            raise refused
+        calls = self.config.calls
+        samples = media.load(command.audio_file, rate,
+                             media_dir=self.config.path(calls.media_dir),
+                             max_bytes=calls.max_media_bytes,
+                             timeout=self.config.server.notify_timeout_s,
+                             policy=self.notifier.policy)
+        # Timeout counts the audio's own time (the line's), not the wall clock.
+        budget = round(command.timeout_s * rate) if command.timeout_s else None
+        played = 0
+        while (command.times == 0 or played < command.times) and not call.hangup.is_set():
+            part = samples if budget is None else samples[:budget]
+            if len(part) == 0:
+                return
+            self._guarded(line, call, functools.partial(driver.play_audio, part, command.party))
+            played += 1
+            if budget is not None:
+                budget -= len(part)
+
     def place_call(
         self,
         dialed: str,
@@ -249,6 +320,7 @@ class Gateway:
         error_url: str = "",
         finished_url: str = "",
         ring_time_s: float | None = None,
+        dtmf_url: str = "",
     ) -> Call:
         """Seize a free line, dial, and return the connected call.
 
@@ -256,7 +328,8 @@ class Gateway:
         OzML it answers runs on the call; with ``script`` that OzML runs.
         Without either the call stays up until HangUp. On a line that hears,
         the call is connected when the far end answers, and ``ring_time_s``
-        bounds how long it may ring (402 ``NoAnswer``).
+        bounds how long it may ring (402 ``NoAnswer``). Each key the far end
+        presses goes to ``dtmf_url`` as a DtmfEntered notification.
         """
         dial = TonePlan(parse_keys(dialed), self.timing)  # checked by the caller too
         if script is not None:
@@ -269,7 +342,7 @@ class Gateway:
             # is tried again only when no healthy line is free.
             line = next((ln for ln in free if ln.fault is None), free[0])
             call = Call(self.registry.new_id(), line.name, "outbound", dialed=dialed, url=url,
-                        error_url=error_url, finished_url=finished_url)
+                        error_url=error_url, finished_url=finished_url, dtmf_url=dtmf_url)
             self.registry.add(call)
             line.call = call
 
@@ -410,7 +483,7 @@ class Gateway:
             self.registry.add(call)
             line.call = call
         log.info("line %s: incoming call %s from %s", line.name, call.call_id,
-                 caller_id or "unknown")
+                 escape(caller_id) if caller_id else "unknown")
         if self.config.server.incoming_url:
             try:
                 line.worker.submit(lambda: self._answer(line, call))
@@ -475,10 +548,14 @@ class Gateway:
 
     def _key_heard(self, line: Line, key: str, duration_ms: int) -> None:
         call = line.call
-        if call is not None and call.state is CallState.IN_CALL:
-            call.keys_heard.append(key)
-            log.info("call %s on %s: the far end pressed %s (%d ms)", call.call_id, line.name,
-                     key, duration_ms)
+        if call is None or call.state is not CallState.IN_CALL:
+            return
+        log.info("call %s on %s: the far end pressed %s (%d ms)", call.call_id, line.name,
+                 key, duration_ms)
+        call.keys.put(key)
+        if call.dtmf_url:
+            self.notifier.send_later(call.dtmf_url, notifications.dtmf_entered(call, key),
+                                     stream=call.call_id)
 
     def _hearing_failed(self, line: Line, exc: LineFault) -> None:
         """The line's capture failed: a hardware fault like any other, handled
@@ -530,6 +607,7 @@ class _Control:
         self._gateway = gateway
         self._line = line
         self._call = call
+        self._barging = False
 
     @property
     def ended(self) -> bool:
@@ -543,11 +621,44 @@ class _Control:
         self._gateway._guarded(self._line, self._call,
                                lambda: driver.speak(text, language, party))
 
+    def play(self, command: ozml.Play) -> None:
+        self._gateway._play(self._line, self._call, command)
+
     def wait(self, seconds: float) -> None:
-        self._call.hangup.wait(seconds)
+        if self._barging:
+            self._call.keys.wait(seconds)  # a key (or the call's end) ends it
+        else:
+            self._call.hangup.wait(seconds)
 
     def progress(self) -> None:
         self._line.worker.progress()
 
     def report(self, exc: Exception) -> None:
         self._gateway.report_error(self._call, exc)
+
+    @contextlib.contextmanager
+    def barge_in(self) -> Iterator[None]:
+        keys = self._call.keys
+        driver = self._line.driver
+        self._barging = True
+        keys.on_key = driver.cut_output
+        try:
+            yield
+        finally:
+            keys.on_key = None
+            self._barging = False
+
+    @property
+    def key_waiting(self) -> bool:
+        return self._call.keys.waiting
+
+    def take_key(self, timeout: float | None) -> str | None:
+        return self._call.keys.take(timeout)
+
+    def flush_keys(self) -> None:
+        self._call.keys.flush()
+
+    def fetch(self, url: str, notification: str,
+              extra: dict[str, str]) -> tuple[ozml.Command, ...] | None:
+        fields = {**notifications.call_fields(self._call, notification), **extra}
+        return self._gateway._fetch_script(self._line, self._call, url, fields)

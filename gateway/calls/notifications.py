@@ -10,6 +10,8 @@ the work that caused the notification.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
@@ -31,35 +33,39 @@ def ozeki_time(when: datetime | None = None) -> str:
 # -- what each notification carries ---------------------------------------------------
 
 
-def call_connected(call: Call) -> dict[str, str]:
+def call_fields(call: Call, name: str) -> dict[str, str]:
+    """What every notification about ``call`` carries: Ozeki's
+    ``NotificationName`` and the call's own fields."""
     return {
-        "NotificationName": "CallConnected", "CallId": call.call_id, "Dialed": call.dialed,
-        "Line": call.line, "Direction": call.direction, "StartTime": ozeki_time(call.started_at),
-        "ConnectTime": ozeki_time(call.connected_at),
+        "NotificationName": name, "CallId": call.call_id, "Line": call.line,
+        "Direction": call.direction, "Caller": call.caller_id, "CallerId": call.caller_id,
+        "Dialed": call.dialed, "StartTime": ozeki_time(call.started_at),
     }
+
+
+def call_connected(call: Call) -> dict[str, str]:
+    return {**call_fields(call, "CallConnected"), "ConnectTime": ozeki_time(call.connected_at)}
 
 
 def incoming_call(call: Call) -> dict[str, str]:
-    return {
-        "NotificationName": "IncomingCall", "CallId": call.call_id, "Line": call.line,
-        "Caller": call.caller_id, "CallerId": call.caller_id,
-        "StartTime": ozeki_time(call.started_at),
-    }
+    return call_fields(call, "IncomingCall")
 
 
 def call_finished(call: Call) -> dict[str, str]:
     return {
-        "NotificationName": "CallFinished", "CallId": call.call_id, "Line": call.line,
-        "Dialed": call.dialed, "Reason": call.end_reason,
+        **call_fields(call, "CallFinished"), "Reason": call.end_reason,
         "RingDuration": f"{call.ring_seconds:.3f}", "TalkDuration": f"{call.talk_seconds:.3f}",
     }
 
 
 def error(call: Call, described: Described) -> dict[str, str]:
-    return {
-        "NotificationName": "Error", "CallId": call.call_id,
-        "Code": str(int(described.code)), "Message": described.text,
-    }
+    return {**call_fields(call, "Error"), "Code": str(int(described.code)),
+            "Message": described.text}
+
+
+def dtmf_entered(call: Call, digits: str) -> dict[str, str]:
+    """Keys the far end entered; ``DtmfDigits`` is the field Ozeki's examples read."""
+    return {**call_fields(call, "DtmfEntered"), "DtmfDigits": digits}
 
 
 # -- sending ------------------------------------------------------------------------
@@ -76,6 +82,8 @@ class Notifier:
         self._metrics = metrics
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="notify")
         self._closed = False
+        self._lock = threading.Lock()
+        self._streams: dict[str, deque[tuple[str, dict[str, str]]]] = {}
 
     def fetch(self, url: str, fields: dict[str, str]) -> str:
         """POST now and return the answer (OzML). Raises NotifyError, counted."""
@@ -85,18 +93,38 @@ class Notifier:
             self._failed(fields)
             raise
 
-    def send_later(self, url: str, fields: dict[str, str]) -> None:
-        """POST on the pool; the answer is not needed."""
+    def send_later(self, url: str, fields: dict[str, str], *, stream: str = "") -> None:
+        """POST on the pool; the answer is not needed. Notifications of one
+        ``stream`` (a call's keys) go out one after another, in order."""
+        if self._closed:
+            return
+        if not stream:
+            self._pool.submit(self._send, url, fields)
+            return
+        with self._lock:
+            queued = self._streams.get(stream)
+            if queued is not None:
+                queued.append((url, fields))
+                return
+            self._streams[stream] = deque([(url, fields)])
+        self._pool.submit(self._drain, stream)
 
-        def send() -> None:
-            try:
-                notify.post(url, fields, self.timeout_s, self.policy)
-            except NotifyError as exc:
-                self._failed(fields)
-                log.warning("%s", exc)
+    def _drain(self, stream: str) -> None:
+        while True:
+            with self._lock:
+                queued = self._streams[stream]
+                if not queued:
+                    del self._streams[stream]
+                    return
+                url, fields = queued.popleft()
+            self._send(url, fields)
 
-        if not self._closed:
-            self._pool.submit(send)
+    def _send(self, url: str, fields: dict[str, str]) -> None:
+        try:
+            notify.post(url, fields, self.timeout_s, self.policy)
+        except NotifyError as exc:
+            self._failed(fields)
+            log.warning("%s", exc)
 
     def _failed(self, fields: dict[str, str]) -> None:
         self._metrics.notification_failures.labels(fields["NotificationName"]).inc()

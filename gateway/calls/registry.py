@@ -8,6 +8,7 @@ import string
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -16,6 +17,64 @@ from gateway.errors import AmbiguousCall, CallNotFound
 #: Ended calls remembered, so a CallId is not reused soon after its call.
 RECENT_CALLS = 100
 CALL_ID_ALPHABET = string.ascii_letters + string.digits
+
+
+class HeardKeys:
+    """Keys the far end pressed during a call: all of them in order (what
+    ListActiveCalls shows), and a queue a waiting UserInput takes them from."""
+
+    def __init__(self) -> None:
+        self.all: list[str] = []
+        self._queue: deque[str] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        #: Called with each key while set (a menu prompt that a key cuts short).
+        self.on_key: Callable[[], None] | None = None
+
+    def put(self, key: str) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self.all.append(key)
+            self._queue.append(key)
+            callback = self.on_key
+            self._cond.notify_all()
+        if callback is not None:
+            callback()
+
+    @property
+    def waiting(self) -> bool:
+        """A key is in the queue, not yet taken."""
+        with self._cond:
+            return bool(self._queue)
+
+    def take(self, timeout: float | None) -> str | None:
+        """The next key, waiting up to ``timeout`` s (None: until the call
+        ends); None on a timeout or when the call ended."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._queue and not self._closed:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._cond.wait(left)
+            return self._queue.popleft() if self._queue and not self._closed else None
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for a key (or the call's end); True if one came."""
+        with self._cond:
+            self._cond.wait_for(lambda: bool(self._queue) or self._closed, timeout)
+            return bool(self._queue)
+
+    def flush(self) -> None:
+        with self._cond:
+            self._queue.clear()
+
+    def close(self) -> None:
+        """The call ended: every wait ends."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
 
 
 class CallState(enum.Enum):
@@ -50,8 +109,11 @@ class Call:
     last_activity: float = field(default_factory=time.monotonic)
     #: An OzML script is running on the call (a script is never idle).
     scripted: bool = False
-    #: Keys the far end pressed, in order (on lines that hear them).
-    keys_heard: list[str] = field(default_factory=list)
+    #: Keys the far end pressed (on lines that hear them).
+    keys: HeardKeys = field(default_factory=HeardKeys)
+    #: Where each far-end key goes as a DtmfEntered notification (our
+    #: extension of Call, for clients without a script).
+    dtmf_url: str = ""
     hangup: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -141,6 +203,7 @@ class CallRegistry:
             call.ended = time.monotonic()
             call.end_reason = reason
             call.hangup.set()
+            call.keys.close()
             self._active.pop(call.call_id, None)
             self.recent.append(call)
             return True

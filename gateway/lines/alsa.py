@@ -334,6 +334,14 @@ class AlsaLine(LineDriver):
         self._require_off_hook("speech")
         self._play(self.synthesiser.render(text, language, self.engine.settings), party)
 
+    @property
+    def audio_rate(self) -> int:
+        return self.engine.settings.rate
+
+    def play_audio(self, samples: Samples, party: Party = Party.ALL) -> None:
+        self._require_off_hook("audio")
+        self._play(samples, party)
+
     def _require_off_hook(self, what: str) -> None:
         if self._hook is not HookState.OFF_HOOK:
             raise LineFault(f"the line is on hook: {what} would reach nobody")

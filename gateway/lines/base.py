@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from gateway.errors import NotSupported
 from gateway.keys import parse_keys
 from gateway.lines.hearing import Ears, Hears, ProgressRules
-from gateway.tones import Timing, TonePlan
+from gateway.tones import Samples, Timing, TonePlan
 
 
 class Party(enum.Enum):
@@ -175,6 +175,22 @@ class LineDriver(ABC):
     @abstractmethod
     def emit(self, plan: TonePlan, party: Party = Party.ALL) -> None:
         """Put the plan's tones on the line; return when the last gap has passed."""
+
+    @property
+    def audio_rate(self) -> int | None:
+        """The sample rate :meth:`play_audio` takes; None on a line that
+        plays no audio (a tone-only chip, a modem)."""
+        return None
+
+    def play_audio(self, samples: Samples, party: Party = Party.ALL) -> None:
+        """Play mono ``samples`` (at :attr:`audio_rate`) into the call; return
+        when they have played. Lines without audio raise NotSupported."""
+        raise NotSupported(f"a {self.driver_name} line plays no audio")
+
+    def cut_output(self) -> None:
+        """Stop the tones or speech playing now, from any thread (the far end
+        pressed a key over a menu's prompt): the command returns as if it
+        were done. A driver that cannot stop mid-way lets it finish."""
 
     def speak(self, text: str, language: str | None = None, party: Party = Party.ALL) -> None:
         """Say ``text`` on the line. Tone-only hardware raises NotSupported."""

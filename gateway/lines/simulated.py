@@ -301,6 +301,19 @@ class SimulatedLine(LineDriver):
                 self._carry(silence, route(silence, routing.channels,
                                            routing.channels_for(party)), seconds)
 
+    @property
+    def audio_rate(self) -> int:
+        return self.engine.settings.rate
+
+    def play_audio(self, samples: Samples, party: Party = Party.ALL) -> None:
+        if self._hook is not HookState.OFF_HOOK:
+            raise LineFault("the line is on hook: audio would reach nobody")
+        routing = self.options.routing
+        with self._faults_on_hook():
+            self._event(f"play {party.value} {len(samples) / self.audio_rate:.3f} s")
+            self._record(route(samples, routing.channels, routing.channels_for(party)))
+        self._wait(len(samples) / self.audio_rate)
+
     def ring(self, caller_id: str | None = None) -> None:
         """Ring the line from outside (tests, the console). With an exchange,
         answering within ``call_timing.ring_timeout_ms`` connects the far
