@@ -7,18 +7,22 @@ Lines run at time_scale 0.05 (a line second in 50 ms of wall clock). What
 the gateway decides is decided on the line's own timeline, which stands
 still while the gateway works, so a loaded machine only slows them down.
 The far party's keys come 4 s of line time or more after the call is
-connected (an outbound call is connected 2 s after the far party's answer,
-the set-up's confirm_s): what follows the connect runs at the line's pace,
-here 200 ms of wall clock for the call layer to take the call first.
+connected (an outbound call is connected 2 s after a far party answers
+with speech, the set-up's confirm_s, and 5 s after a silent one, when the
+ringback's next ring is overdue): what follows the connect runs at the
+line's pace, here 200 ms of wall clock for the call layer to take the call
+first.
 """
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from flask import Flask
 
@@ -30,6 +34,7 @@ from gateway.lines.simulated import SimulatedLine
 from gateway.tones import read_wav
 from tests.conftest import Answer, call_api, simulated_line, wait_until
 from tests.live import LiveServer
+from tests.sox_signals import needs_sox
 from tests.support import Receiver, decode_wav, needs_multimon
 
 Api = Callable[..., Answer]
@@ -174,15 +179,15 @@ def test_the_far_end_hanging_up_ends_the_call(
 def test_the_far_partys_keys_are_heard_and_the_gateways_own_never(
         line: Callable[..., Line]) -> None:
     ln = line(exchange_line(numbers={"8": {"rings": 1, "answer": "silence", "press": [
-        {"at_s": 6.0, "keys": "9"}, {"at_s": 8.0, "keys": "*0"}]}}))
+        {"at_s": 9.0, "keys": "9"}, {"at_s": 11.0, "keys": "*0"}]}}))
     answer = ln.call("8")
     assert answer.code == 200
     call = ln.gateway.find(answer.text("CallId"))
     # Our own keys, heard back 20 dB down, before and among the far party's.
     assert ln.send(call.call_id, "9*0#").code == 200
-    wait_until(lambda: len(call.keys_heard) >= 3)
+    wait_until(lambda: len(call.keys.all) >= 3)
     assert ln.send(call.call_id, "123").code == 200
-    assert call.keys_heard == ["9", "*", "0"]
+    assert call.keys.all == ["9", "*", "0"]
     recording = ln.gateway.lines["line1"].recorder
     assert recording is not None
     assert ln.api(command="HangUp", CallId=call.call_id).code == 200
@@ -198,12 +203,12 @@ def test_the_far_partys_keys_are_heard_and_the_gateways_own_never(
 @needs_multimon
 def test_the_recording_holds_both_directions(line: Callable[..., Line]) -> None:
     ln = line(exchange_line(numbers={"8": {"rings": 1, "answer": "silence", "press": [
-        {"at_s": 6.0, "keys": "456"}]}}))
+        {"at_s": 9.0, "keys": "456"}]}}))
     answer = ln.call("8")
     call = ln.gateway.find(answer.text("CallId"))
     assert ln.send(call.call_id, "12").code == 200
     assert ln.send(call.call_id, "3").code == 200
-    wait_until(lambda: len(call.keys_heard) == 3)
+    wait_until(lambda: len(call.keys.all) == 3)
     assert ln.api(command="HangUp", CallId=call.call_id).code == 200
     path = ln.gateway.lines["line1"].recorder.path(call.call_id)  # type: ignore[union-attr]
     samples, rate = read_wav(path)
@@ -212,6 +217,70 @@ def test_the_recording_holds_both_directions(line: Callable[..., Line]) -> None:
     # The far end's channel: its keys, and the echo of ours (20 dB down).
     assert decode_wav(path, channel=1).replace("1", "").replace("2", "").replace(
         "3", "") == "456"
+
+
+MENU = """<Response>
+  <UserInput Timeout="30">
+    <InitialCommands>
+      <SendDTMF Keys="1234567890" Party="all" Duration="500" Gap="500"/>
+    </InitialCommands>
+    <Inputs>
+      <Input Key="1"><SendDTMF Keys="11" Party="all"/></Input>
+      <Input Key="2"><SendDTMF Keys="22" Party="all"/></Input>
+    </Inputs>
+  </UserInput>
+</Response>"""
+
+
+@needs_multimon
+def test_a_menu_chosen_by_the_far_partys_key_over_its_prompt(line: Callable[..., Line]) -> None:
+    """OzML UserInput on keys the line itself hears: the far party presses 2
+    3.5 s into a 10 s prompt, which stops there (barge-in), and entry 2 runs."""
+    ln = line(exchange_line(numbers={"8": {"rings": 1, "answer": "silence", "press": [
+        {"at_s": 8.5, "keys": "2"}]}}))
+    answer = ln.call("8", ResponseOzML=MENU)
+    assert answer.code == 200, answer
+    call_id = answer.text("CallId")
+    wait_until(lambda: any(c.call_id == call_id for c in ln.gateway.recent))
+    (call,) = ln.gateway.recent
+    assert call.end_reason == "CallConnected script ended" and call.keys.all == ["2"]
+    sent = decode_wav(ln.gateway.lines["line1"].recorder.path(call_id))  # type: ignore[union-attr]
+    prompt = sent.removesuffix("22")
+    assert sent.endswith("22") and "1234567890".startswith(prompt) and 2 <= len(prompt) <= 6, sent
+
+
+def test_list_active_calls_shows_the_keys_heard(line: Callable[..., Line]) -> None:
+    ln = line(exchange_line(numbers={"8": {"rings": 1, "answer": "silence", "press": [
+        {"at_s": 9.0, "keys": "4#"}]}}))
+    call = ln.gateway.find(ln.call("8").text("CallId"))
+    wait_until(lambda: len(call.keys.all) == 2)
+    listed = ln.api(command="ListActiveCalls")
+    assert listed.root.findtext("ActiveCalls/Call/DtmfReceived") == "4#"
+
+
+@needs_sox
+def test_play_goes_on_the_lines_timeline_and_comes_back_as_echo(
+        line: Callable[..., Line], tmp_path: Path) -> None:
+    (tmp_path / "media").mkdir()
+    subprocess.run(["sox", "-n", "-r", "8000", "-c", "1", "-b", "16",
+                    str(tmp_path / "media" / "tone.wav"), "synth", "0.5", "sine", "1000",
+                    "vol", "0.5"], check=True, capture_output=True)
+    ln = line(exchange_line(numbers={"8": {"rings": 1, "answer": "silence"}}))
+    call = ln.gateway.find(ln.call("8").text("CallId"))
+    started = ln.driver.exchange.now  # type: ignore[union-attr]
+    assert ln.api(command="Play", CallId=call.call_id, AudioFile="tone.wav",
+                  Repeat="2").code == 200
+    assert ln.driver.exchange.now - started >= 1.0  # type: ignore[union-attr]
+    assert ln.api(command="HangUp", CallId=call.call_id).code == 200
+    samples, _ = read_wav(ln.gateway.lines["line1"].recorder.path(call.call_id))  # type: ignore[union-attr]
+    own, far = samples[:, 0].astype(float), samples[:, 1].astype(float)
+    loud = np.flatnonzero(np.abs(own) > 200)
+    # Twice half a second, back to back on the line: one second of tone.
+    assert abs(loud[-1] + 1 - loud[0] - 8000) < 80
+    # The echo: 20 dB down, 5 ms (40 samples) late.
+    start = loud[0]
+    assert np.sqrt(np.mean(far[start + 40: start + 8040] ** 2)) == pytest.approx(
+        0.1 * np.sqrt(np.mean(own[start: start + 8000] ** 2)), rel=0.02)
 
 
 def test_time_scale_0_sets_up_at_once_and_lives_the_call_in_real_time(
@@ -225,7 +294,7 @@ def test_time_scale_0_sets_up_at_once_and_lives_the_call_in_real_time(
     assert answer.code == 200
     call = ln.gateway.find(answer.text("CallId"))
     wait_until(lambda: call.over)
-    assert call.keys_heard == ["5"]
+    assert call.keys.all == ["5"]
     (finished,) = receiver.wait_for("CallFinished")
     assert finished["Reason"] == "the far end hung up (congestion tone)"
     assert ln.driver.wall_factor == pytest.approx(0.05)
@@ -242,7 +311,7 @@ def test_an_incoming_call_from_a_listed_number_presses_its_keys(
     (incoming,) = receiver.wait_for("IncomingCall")
     wait_until(lambda: bool(ln.gateway.recent))
     (call,) = ln.gateway.recent
-    assert call.keys_heard == ["4", "2", "#"]
+    assert call.keys.all == ["4", "2", "#"]
     assert call.end_reason == "the far end hung up (loop current broke for 500 ms)"
     assert incoming["CallerId"] == "5551234"
 

@@ -236,7 +236,8 @@ class Exchange:
     def _reset(self) -> None:
         self._sample = 0
         self._parts: list[_Part] = [_Part(0)]
-        self._overlay = Schedule()
+        self._keys = Schedule()
+        self._echo = Schedule()
         self._due: list[tuple[int, ExchangeEvent]] = []
         self._timeline: list[ExchangeEvent] = []
         self._waiting_number = False
@@ -284,7 +285,8 @@ class Exchange:
         with self._lock:
             self._off_hook = False
             self._parts = [_Part(self._sample)]
-            self._overlay = Schedule()
+            self._keys = Schedule()
+            self._echo = Schedule()
             self._due.clear()
             self._waiting_number = False
 
@@ -314,7 +316,13 @@ class Exchange:
             at = round(start * self.rate) + self._echo_delay
             x = np.asarray(audio, dtype=np.float64) * self._echo_gain
             skip = max(0, self._sample - at)
-            self._overlay.add(at + skip, x[skip:])
+            self._echo.add(at + skip, x[skip:])
+
+    def stop_transmit(self, at: float) -> None:
+        """The line's own audio stops at line time ``at`` (cut short): what
+        :meth:`transmit` gave for later never reaches the line."""
+        with self._lock:
+            self._echo.cut(max(self._sample, round(at * self.rate)))
 
     # -- the far party's script -------------------------------------------------------------
     def _schedule(self, sample: int, kind: Kind, detail: str = "", ms: int = 0) -> None:
@@ -363,7 +371,7 @@ class Exchange:
                 if hang_up is not None and t + on > hang_up:
                     break
                 if isinstance(symbol, Tone):
-                    self._overlay.add(t, key_burst(symbol.key, on, rate))
+                    self._keys.add(t, key_burst(symbol.key, on, rate))
                     self._schedule(t, Kind.KEY, symbol.key, press.duration_ms)
                     t += on + off
                 else:
@@ -388,7 +396,7 @@ class Exchange:
             if not self._off_hook:
                 return np.zeros(n, dtype=np.int16)
             start, end = self._sample, self._sample + n
-            out = self._overlay.take(start, n)[:, 0]
+            out = (self._keys.take(start, n) + self._echo.take(start, n))[:, 0]
             events = self._rings(start, end)
             for i, part in enumerate(self._parts):
                 until = self._parts[i + 1].start if i + 1 < len(self._parts) else end

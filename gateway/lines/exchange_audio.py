@@ -268,6 +268,11 @@ class Schedule:
         if len(piece):
             self._pieces.append((start, piece))
 
+    def cut(self, at: int) -> None:
+        """Nothing from sample ``at`` on."""
+        self._pieces = [(start, piece[: at - start]) for start, piece in self._pieces
+                        if start < at]
+
     def take(self, start: int, n: int) -> Floats:
         """Samples ``start`` to ``start + n``: an (n, channels) array."""
         out = np.zeros((n, self.channels))
