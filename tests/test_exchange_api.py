@@ -121,6 +121,7 @@ def test_answered_after_two_rings_rings_first_and_connects_then(
     far = [e.describe() for e in ln.driver.exchange.timeline]  # type: ignore[union-attr]
     assert far[:6] == ["dial-tone", "dial-tone-end", "number 100", "ring 1", "ring 2",
                        "answer speech"]
+    assert ln.gateway.lines["line1"].snapshot().report()["exchange"] == "us"  # /healthz
 
 
 @pytest.mark.parametrize(("dialed", "state", "ring_time"), [

@@ -135,7 +135,6 @@ class SimulatedLine(LineDriver):
                                     speed=1 / scale if scale else 0.0)
         # The line's clock: the capture renders under it, waits wait on it.
         self._clock = threading.Condition(threading.RLock())
-        self._far: _FarEnd | None = None
         self._commands = 0
         self._awaited: float | None = None
         #: cut_output() ended the wait in progress.
@@ -274,7 +273,8 @@ class SimulatedLine(LineDriver):
             if keys:
                 self.exchange.dialled("".join(k for k, _, _ in keys), start + keys[0][1],
                                       start + keys[-1][2])
-        self._wait_line(start + seconds)
+            # Under the clock still: a key heard from now on may cut it short.
+            self._wait_line(start + seconds)
 
     def _samples_for_digits(self, plan: TonePlan, digits: int) -> int:
         seconds = 0.0
@@ -423,8 +423,7 @@ class SimulatedLine(LineDriver):
             self._outgoing = Schedule(self.options.routing.channels)
             self._loop_events = []
             self.exchange.off_hook(answering)
-            self._far = _FarEnd(self)
-            return self._far
+            return _FarEnd(self)
 
     def _far_end_did(self, event: ExchangeEvent) -> None:
         """From the exchange, as its audio is read (the capture thread)."""
