@@ -50,7 +50,8 @@ class FirstWrite:
 
 
 def line(tmp: Path, rate: int, channels: int) -> AlsaLine:
-    opts = build(AlsaOptions, {"device": "tap", "rate": rate,
+    # The playback side's own costs: the capture's are bench_capture.py's.
+    opts = build(AlsaOptions, {"device": "tap", "rate": rate, "capture": {"enabled": False},
                                "routing": {"channels": channels}})
     driver = AlsaLine("bench", opts, ToneEngine(ToneSettings()))
     driver.open()

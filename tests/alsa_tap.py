@@ -21,32 +21,56 @@ import pytest
 
 
 class AlsaTap:
-    """Named tap devices in ``directory``; ``raw(name)`` is where each one's audio lands."""
+    """Named tap devices in ``directory``; ``raw(name)`` is where each one's audio lands.
+
+    A capture device (:meth:`add_capture`) reads a prepared file (or a FIFO
+    fed in real time) through the file plugin's ``infile``: unpaced, as fast
+    as it is read, and once the file has run out ALSA hands over whatever
+    its buffer held before (not silence), so a test's file outlasts its call.
+    The plugin also writes what was captured to its ``file`` (``tee``).
+    """
 
     def __init__(self, directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         self.directory = directory
         self.asoundrc = directory / "asoundrc"
         self._monkeypatch = monkeypatch
         self._devices: dict[str, Path] = {}
+        self._text: dict[str, str] = {}
         self._version = 0
         self.write()
 
     def add(self, name: str, target: Path | None = None) -> Path:
         """Define PCM ``name`` writing to ``target`` (default ``<name>.raw``)."""
         self._devices[name] = target or self.directory / f"{name}.raw"
+        self._text[name] = (f'pcm.{name} {{\n    type file\n    slave.pcm {{ type null }}\n'
+                            f'    file "{self._devices[name]}"\n    format "raw"\n}}\n')
         self.write()
         return self._devices[name]
 
+    def add_capture(self, name: str, infile: Path, tee: Path | None = None) -> Path:
+        """Define capture PCM ``name`` reading raw S16_LE frames from
+        ``infile``; what it captured goes to ``tee`` (default /dev/null)."""
+        self._devices[name] = tee or Path("/dev/null")
+        self._text[name] = (f'pcm.{name} {{\n    type file\n    slave.pcm {{ type null }}\n'
+                            f'    infile "{infile}"\n    file "{self._devices[name]}"\n'
+                            '    format "raw"\n}\n')
+        self.write()
+        return infile
+
+    def add_duplex(self, name: str, playback: str, capture: str) -> None:
+        """Define ``name`` as one device, as a sound card is: playing into
+        PCM ``playback``, capturing from PCM ``capture``."""
+        self._text[name] = (f'pcm.{name} {{\n    type asym\n    playback.pcm "{playback}"\n'
+                            f'    capture.pcm "{capture}"\n}}\n')
+        self.write()
+
     def remove(self, name: str) -> None:
-        del self._devices[name]
+        self._devices.pop(name, None)
+        del self._text[name]
         self.write()
 
     def write(self) -> None:
-        text = "".join(
-            f'pcm.{name} {{\n    type file\n    slave.pcm {{ type null }}\n'
-            f'    file "{path}"\n    format "raw"\n}}\n'
-            for name, path in self._devices.items()
-        )
+        text = "".join(self._text.values())
         # A new file for each version: alsa-lib notices another file name at
         # once, where a rewritten one may keep its mtime (one-second stamps).
         self._version += 1

@@ -49,7 +49,9 @@ def relay_pin() -> Any:
 
 
 def make_line(name: str = "line1", relay: bool = True, **options: Any) -> AlsaLine:
-    table: dict[str, Any] = {"device": "tap", "rate": 8000, **options}
+    """A line for the playback side: it hears nothing (test_alsa_capture.py hears)."""
+    table: dict[str, Any] = {"device": "tap", "rate": 8000, "capture": {"enabled": False},
+                             **options}
     if relay:
         table.setdefault("gpio", {"pin_factory": "mock", "hook_relay_pin": RELAY,
                                   "hook_settle_ms": 0})
@@ -79,9 +81,10 @@ def test_example_config_block_is_valid_and_documents_the_defaults() -> None:
     config = from_mapping(example_line_block("hat1"))
     (line,) = config.lines
     assert line.driver == "alsa"
+    # Every other key is its default; country "" became [tones] country's.
     assert line.options == AlsaOptions(
         device="plughw:CARD=sndrpihifiberry,DEV=0",
-        gpio=GpioOptions(hook_relay_pin=17, ring_detect_pin=27),
+        gpio=GpioOptions(hook_relay_pin=17, ring_detect_pin=27), country="us",
     )
 
 
@@ -346,6 +349,32 @@ def test_shutdown_during_tones_stops_them_and_releases_the_line(
     assert not isinstance(raised[0], LineFault)
     assert str(raised[0]) == "the line went on hook while audio was playing"
     assert relay_pin().state is False and line.hook is HookState.ON_HOOK
+    line.close()
+
+
+def test_cut_output_ends_the_audio_playing_and_keeps_the_line(tap: AlsaTap,
+                                                                tmp_path: Path) -> None:
+    # A key over a menu's prompt: the prompt stops, the call goes on.
+    fifo = tmp_path / "paced.raw"
+    os.mkfifo(fifo)
+    tap.add("paced", fifo)
+    done, reads = real_time_consumer(fifo, 16000)  # 8 kHz mono in real time
+    line = make_line(device="paced")
+    line.open()
+    line.off_hook()
+    finished = threading.Event()
+    sender = threading.Thread(target=lambda: (line.emit(plan("1234567890", 150, 150)),
+                                              finished.set()))
+    sender.start()
+    wait_until(lambda: sum(reads) >= 4000, timeout=10)  # playing, 3 s of it ahead
+    started = time.monotonic()
+    line.cut_output()
+    sender.join(5)
+    assert finished.is_set() and time.monotonic() - started < 2  # ended, not raised
+    assert line.hook is HookState.OFF_HOOK and relay_pin().state is True
+    # The next audio plays whole: the cut was for what was playing.
+    line.emit(plan("5", 60, 60))
+    done.set()
     line.close()
 
 

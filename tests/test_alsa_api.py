@@ -34,8 +34,11 @@ pytestmark = [needs_multimon, pytest.mark.usefixtures("mock_pins")]
 
 
 def alsa_line(name: str = "line1", device: str = "tap", **options: Any) -> dict[str, Any]:
+    """A line for the playback side: it hears nothing, so calls keep the fixed
+    waits (test_alsa_hearing.py has lines that hear)."""
     return {
         "name": name, "driver": "alsa", "device": device, "rate": 8000,
+        "capture": {"enabled": False},
         "call_timing": {"dial_tone_ms": 0, "answer_wait_ms": 0},
         "gpio": {"pin_factory": "mock", "hook_relay_pin": RELAY, "ring_detect_pin": RING,
                  "hook_settle_ms": 0, "ring_min_ms": 40, "ring_guard_ms": 0},

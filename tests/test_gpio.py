@@ -236,7 +236,8 @@ def test_loop_current_through_the_relay_is_a_good_seizure(factory: MockFactory) 
         assert line.has_loop_current is False
         line.off_hook()
         assert line.has_loop_current is True
-        assert line.status()["loop_current"] == {"pin": "GPIO22", "flowing": True}
+        assert line.status()["loop_current"] == {"pin": "GPIO22", "flowing": True,
+                                                 "breaks": 0, "short_breaks": 0}
         line.on_hook()
         assert line.has_loop_current is False
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,9 +14,15 @@ from gateway.calls import Gateway
 from gateway.config import Config
 from gateway.lines import build_line
 from gateway.lines.modem import ModemLine
-from gateway.lines.modem_sim import SimulatedModem, SimulatedModemRecorder
+from gateway.lines.modem_sim import (
+    FarEnd,
+    FarEvent,
+    ScriptedFarEnds,
+    SimulatedModem,
+    SimulatedModemRecorder,
+)
 from tests.conftest import Answer, call_api, wait_until
-from tests.support import decode_wav, multimon_decode, needs_multimon
+from tests.support import Receiver, decode_wav, multimon_decode, needs_multimon
 
 TONES = {"duration_ms": 60, "gap_ms": 60}
 
@@ -173,3 +180,99 @@ def test_a_ring_cadence_is_one_incoming_call_that_lasts_while_it_rings(
         time.sleep(0.3)  # the cadence itself, not a wait for anything
     wait_until(lambda: not gw.active_calls(), timeout=15)
     assert gw.recent[-1].call_id == first and gw.recent[-1].end_reason == "caller gave up"
+
+
+# -- a line that hears the modem's reports, end to end ----------------------------------
+
+HEARING = ["dial", "busy", "ringback", "silence", "quiet", "loop", "keys"]
+
+
+def hearing_line(sim: SimulatedModem, **numbers: FarEnd) -> dict[str, Any]:
+    sim.far_end = ScriptedFarEnds({n.removeprefix("n"): far for n, far in numbers.items()})
+    return modem_line(sim.port, reports=HEARING, call_timing={"answer_wait_ms": 300})
+
+
+def rings(*at: float) -> tuple[FarEvent, ...]:
+    return tuple(FarEvent(t, "ringback") for t in at)
+
+
+def call_state(api: Callable[..., Answer]) -> str:
+    return api(command="ListActiveCalls").text("ActiveCalls/Call/CallState")
+
+
+def test_ringback_shows_ringing_and_the_answer_connects_the_call(
+    make_app: Callable[..., Flask], sim: SimulatedModem, receiver: Receiver
+) -> None:
+    # The first ringback during the dial, so it is on the wire before the result.
+    answered = FarEnd("OK", 0.3, (*rings(0.1, 0.5, 0.9, 1.3, 1.7), FarEvent(2.1, "quiet")))
+    app = make_app([hearing_line(sim, n100=answered)], tones=TONES)
+    api = api_of(app)
+    placed: list[Answer] = []
+    caller = threading.Thread(target=lambda: placed.append(api(
+        command="Call", Dialed="100", Url=f"{receiver.url}/connected")))
+    caller.start()
+    wait_until(lambda: call_state(api) == "Ringing")
+    assert not placed  # the Call answers when the far end does
+    caller.join(15)
+    assert placed[0].code == 200, placed[0]
+    assert call_state(api) == "InCall" and sim.off_hook
+    (connected,) = receiver.wait_for("CallConnected")
+    assert connected["CallId"] == placed[0].text("CallId")
+
+
+@pytest.mark.parametrize(("far", "ring_time", "state"), [
+    (FarEnd("OK", 0.3, (*rings(0.1), FarEvent(0.6, "busy"))), "5", "Busy"),
+    (FarEnd("BUSY", 0.3), "5", "Busy"),
+    (FarEnd("NO DIALTONE", 0.3), "5", "NoDialTone"),
+    (FarEnd("OK", 0.3, rings(*(0.1 + 0.4 * n for n in range(10)))), "1", "NoAnswer"),
+], ids=["busy-report", "busy-result", "no-dial-tone", "rings-past-RingTime"])
+def test_a_call_that_does_not_connect_is_402_with_its_state_and_the_line_on_hook(
+    make_app: Callable[..., Flask], sim: SimulatedModem, far: FarEnd, ring_time: str, state: str
+) -> None:
+    app = make_app([hearing_line(sim, n200=far)], tones=TONES)
+    api = api_of(app)
+    answer = api(command="Call", Dialed="200", RingTime=ring_time)
+    assert (answer.code, answer.message) == (
+        402, f"Call connect to '200' failed with result state '{state}'")
+    wait_until(lambda: not sim.off_hook)
+    assert api(command="ListActiveCalls").root.find("ActiveCalls/Call") is None
+
+
+@pytest.mark.parametrize(("what", "why"), [
+    ("NO CARRIER", "the modem said NO CARRIER"), ("busy", "busy tone"),
+    ("loop", "loop current interrupted")])
+def test_the_far_end_hanging_up_ends_the_call_with_its_reason(
+    make_app: Callable[..., Flask], sim: SimulatedModem, receiver: Receiver, what: str, why: str
+) -> None:
+    app = make_app([hearing_line(sim)], tones=TONES)
+    api = api_of(app)
+    answer = api(command="Call", Dialed="300", FinishedUrl=f"{receiver.url}/finished")
+    assert answer.code == 200
+    sim.hear(FarEvent(0.1, what))
+    (finished,) = receiver.wait_for("CallFinished")
+    assert finished["CallId"] == answer.text("CallId")
+    assert finished["Reason"] == f"the far end hung up ({why})"
+    wait_until(lambda: not sim.off_hook)
+    assert api(command="ListActiveCalls").root.find("ActiveCalls/Call") is None
+
+
+@pytest.mark.parametrize("form", ["plain", "bracketed"])
+def test_far_end_keys_reach_the_call_and_its_own_keys_do_not(
+    make_app: Callable[..., Flask], sim: SimulatedModem, form: str
+) -> None:
+    sim.dtmf_form, sim.hears_own_keys = form, True
+    app = make_app([hearing_line(sim)], tones=TONES)
+    api = api_of(app)
+    call_id = api(command="Call", Dialed="400").text("CallId")
+    assert api(command="SendDTMF", CallId=call_id, Party="all", Keys="159").code == 200
+    # The far end's 1 comes over 300 ms after our command's OK: past its echo window.
+    sim.hear(FarEvent(0.3, "1"), FarEvent(0.6, "*"), FarEvent(0.9, "0"))
+    gateway: Gateway = app.extensions["dtmf_gateway"]
+    (call,) = gateway.active_calls()
+    wait_until(lambda: len(call.keys.all) == 3)
+    # The modem reported our 1, 5, 9 too (it hears its own transmitter) ...
+    starts = [what[-1:].decode() for _, what in sim.reports
+              if what.startswith(b"\x10/") or (form == "plain" and what[-1:] != b"~")]
+    assert starts == ["1", "5", "9", "1", "*", "0"]
+    # ... and the call has the far end's alone.
+    assert call.keys.all == ["1", "*", "0"]

@@ -38,6 +38,7 @@ driver = "alsa"
 device = "{device}"
 rate = 8000
 call_timing = {{ dial_tone_ms = 0 }}
+capture = {{ enabled = false }}
 
 [line.gpio]
 pin_factory = "mock"

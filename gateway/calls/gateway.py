@@ -221,13 +221,14 @@ class Gateway:
             self.notifier.send_later(call.error_url, notifications.error(call, described))
 
     # -- commands ------------------------------------------------------------
-    def send_dtmf(self, call_id: str | None, plan: TonePlan, party: Party) -> Call:
-        """Put ``plan`` on the call's line; returns when the last gap has passed."""
-        call = self.find(call_id, "SendDTMF")
+    def _on_call(self, call_id: str | None, command: str, expected_s: float,
+                 action: Callable[[Line, Call], None]) -> Call:
+        """Run ``action`` on the call's line, in its turn, while the call is up;
+        return when it is done (``expected_s``: its own time on the line)."""
+        call = self.find(call_id, command)
         if call.state is CallState.RINGING:
-            raise Inappropriate("SendDTMF", "the call is ringing and has not been answered")
+            raise Inappropriate(command, "the call is ringing and has not been answered")
         line = self.lines[call.line]
-
         call.touch()
 
         def job() -> None:
@@ -237,53 +238,34 @@ class Gateway:
                 raise CallNotFound(call.call_id)
             call.touch()
             try:
-                self._emit(line, call, plan, party)
+                action(line, call)
             finally:
                 call.touch()
 
-        self._run(line, job, expected_s=plan.seconds)
+        self._run(line, job, expected_s=expected_s)
         return call
+
+    def send_dtmf(self, call_id: str | None, plan: TonePlan, party: Party) -> Call:
+        """Put ``plan`` on the call's line; returns when the last gap has passed."""
+        return self._on_call(call_id, "SendDTMF", plan.seconds,
+                             lambda line, call: self._emit(line, call, plan, party))
 
     def speak(self, call_id: str | None, text: str, language: str | None, party: Party) -> Call:
         """Say ``text`` into the call; returns when it has been said."""
-        call = self.find(call_id, "Speak")
-        if call.state is CallState.RINGING:
-            raise Inappropriate("Speak", "the call is ringing and has not been answered")
-        line = self.lines[call.line]
-        call.touch()
 
-        def job() -> None:
-            if call.over:
-                raise CallEnded(call.call_id, call.end_reason)
+        def say(line: Line, call: Call) -> None:
             try:
                 self._guarded(line, call, lambda: line.driver.speak(text, language, party))
             except NotSupported as exc:
                 exc.command = "Speak"
                 raise
-            finally:
-                call.touch()
 
-        self._run(line, job, expected_s=len(text) / ozml.SPEECH_CHARS_PER_S)
-        return call
+        return self._on_call(call_id, "Speak", len(text) / ozml.SPEECH_CHARS_PER_S, say)
 
     def play(self, call_id: str | None, command: ozml.Play) -> Call:
         """Play an audio file into the call; returns when it has played."""
-        call = self.find(call_id, "Play")
-        if call.state is CallState.RINGING:
-            raise Inappropriate("Play", "the call is ringing and has not been answered")
-        line = self.lines[call.line]
-        call.touch()
-
-        def job() -> None:
-            if call.over:
-                raise CallEnded(call.call_id, call.end_reason)
-            try:
-                self._play(line, call, command)
-            finally:
-                call.touch()
-
-        self._run(line, job, expected_s=command.timeout_s or ozml.MAX_PLAY_S)
-        return call
+        return self._on_call(call_id, "Play", command.timeout_s or ozml.MAX_PLAY_S,
+                             lambda line, call: self._play(line, call, command))
 
     def _play(self, line: Line, call: Call, command: ozml.Play) -> None:
         """On the line's worker: fetch, decode and play ``command``'s file."""

@@ -5,6 +5,13 @@ feeds a DAA/FXO module that couples it to the phone line; a relay on GPIO
 takes the line off hook and an optocoupler on GPIO reports ringing
 (:mod:`gateway.lines.gpio`).
 
+It hears the line too: from off hook to on hook the card's capture side (or
+``capture.device``) is read into the line's :class:`~gateway.lines.hearing.Ears`
+(:mod:`gateway.lines.alsa_capture`): call-progress tones, speech and
+silence, the far end's keys; with a loop-current sense on GPIO, the far end
+hanging up. The gateway's own keys are marked on the capture's timeline as
+they are played, so their echo is not taken for the far end's.
+
 Latency: the ALSA buffer is a few short periods (40 ms by default), so a tone
 starts within that of the command, and each command waits until its last
 sample has left the buffer, so success means the audio is on the line.
@@ -31,11 +38,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from gateway.detect.countries import COUNTRIES
 from gateway.errors import LineFault, LineInterrupted
+from gateway.keys import Pause, Tone
+from gateway.lines.alsa_capture import AlsaCapture, CaptureOptions
 from gateway.lines.base import CallTiming, HookState, LineDriver, Party, Routing
 from gateway.lines.gpio import GpioOptions, LineControl
+from gateway.lines.hearing import CaptureLoop, Ears, Hears, LoopBreak
 from gateway.speech import Synthesiser
-from gateway.tones import SAMPLE_RATES, Samples, ToneEngine, TonePlan, route
+from gateway.tones import SAMPLE_RATES, Samples, Timing, ToneEngine, TonePlan, route
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +73,9 @@ class AlsaOptions:
     #: The synthesiser for OzML Speak: a name on PATH or a path.
     espeak: str = "espeak-ng"
     speech_wpm: int = field(default=160, metadata={"min": 80, "max": 450})
+    #: Whose call-progress tones the line hears; "" is ``[tones] country``.
+    country: str = field(default="", metadata={"choices": ("", *sorted(COUNTRIES))})
+    capture: CaptureOptions = field(default_factory=CaptureOptions)
 
     def __post_init__(self) -> None:
         if self.rate not in SAMPLE_RATES:
@@ -73,10 +87,22 @@ class AlsaOptions:
                 f"{self.rate} Hz buffer {buffer_ms:g} ms; at most {MAX_BUFFER_MS} ms, or the "
                 "first tone starts late"
             )
+        try:
+            self.capture.check_buffer(self.capture_rate)
+        except ValueError as exc:
+            raise ValueError(f"capture.{exc}") from None
 
     @property
     def frames_per_period(self) -> int:
         return self.period_size if self.period_size is not None else self.rate // 100
+
+    @property
+    def capture_rate(self) -> int:
+        return self.capture.rate or self.rate
+
+    @property
+    def capture_device(self) -> str:
+        return self.capture.device or self.device
 
 
 _error_handler_lock = threading.Lock()
@@ -214,7 +240,8 @@ def play(
 
 
 class AlsaLine(LineDriver):
-    """``driver = "alsa"``: an audio HAT (or any ALSA device) on a DAA, GPIO for hook and ring."""
+    """``driver = "alsa"``: an audio HAT (or any ALSA device) on a DAA, GPIO for hook
+    and ring; it hears the line through the card's capture side."""
 
     driver_name = "alsa"
 
@@ -225,15 +252,47 @@ class AlsaLine(LineDriver):
         # The card's rate, whatever the gateway's [tones] rate: level, twist and
         # ramp come from the engine the call layer built.
         self.engine = ToneEngine(dataclasses.replace(engine.settings, rate=options.rate))
-        self.control = LineControl(name, options.gpio, on_ring=lambda: self._ring(None))
+        self.control = LineControl(name, options.gpio, on_ring=lambda: self._ring(None),
+                                   on_loop_break=self._loop_break, line_clock=self._line_time)
         self.synthesiser = Synthesiser(options.espeak, options.speech_wpm)
         self.underruns = 0
+        self.overruns = 0
         self.geometry: PcmGeometry | None = None
         self._pcm: Any = None
         self._alsa: Any = None
         self._opened = False
         # One writer on the PCM; close() takes it after on_hook() stops the writer.
         self._pcm_lock = threading.Lock()
+        # Set by cut_output() from another thread: the audio playing stops, the
+        # command ends as if done (the line stays off hook).
+        self._cut = threading.Event()
+        hears = Hears.NOTHING
+        if options.capture.enabled:
+            hears |= Hears.TONES | Hears.VOICE | Hears.KEYS
+        if options.gpio.loop_current_pin is not None:
+            hears |= Hears.LOOP
+        if hears:
+            self.ears = Ears(name, hears, options.country or "us", options.capture_rate,
+                             cpc_ms=options.gpio.cpc_ms)
+        self._capture: CaptureLoop | None = None
+        if options.capture.enabled and self.ears is not None:
+            self._capture = CaptureLoop(name, self._open_capture, self.ears)
+        self._source: AlsaCapture | None = None
+        self._off_hook_at = time.monotonic()
+        self._dialling = False
+
+    @property
+    def capture_speed(self) -> float:
+        """How many times real time a capture that delivers faster (a file
+        PCM: tests, the bench) is read; a sound card delivers in real time."""
+        return self._capture.speed if self._capture is not None else 1.0
+
+    @capture_speed.setter
+    def capture_speed(self, speed: float) -> None:
+        if self._capture is None or not speed > 0:
+            raise ValueError("capture_speed: needs a capture, and a speed above 0")
+        self._capture.speed = speed
+        self.wall_factor = 1.0 / speed
 
     # -- lifecycle -------------------------------------------------------------
     def open(self) -> None:
@@ -254,10 +313,7 @@ class AlsaLine(LineDriver):
         self.control.close()
         self._opened = False
 
-    def _open_pcm(self) -> None:
-        if self._pcm is not None:
-            return
-        opts = self.options
+    def _alsa_module(self) -> Any:
         if self._alsa is None:
             try:
                 import alsaaudio
@@ -268,7 +324,13 @@ class AlsaLine(LineDriver):
                 ) from exc
             self._alsa = alsaaudio
             _alsa_lib_errors_to_log()
-        alsa = self._alsa
+        return self._alsa
+
+    def _open_pcm(self) -> None:
+        if self._pcm is not None:
+            return
+        opts = self.options
+        alsa = self._alsa_module()
         channels = opts.routing.channels
         try:
             pcm = alsa.PCM(
@@ -310,25 +372,108 @@ class AlsaLine(LineDriver):
             except Exception as exc:
                 log.warning("line %s: closing %s: %s", self.name, self.options.device, exc)
 
+    def _open_capture(self) -> AlsaCapture:
+        opts = self.options
+        self._source = AlsaCapture(self._alsa_module(), opts.capture_device, opts.capture_rate,
+                                   opts.capture, on_overrun=self._overrun)
+        return self._source
+
     # -- hook ------------------------------------------------------------------
     def off_hook(self) -> None:
         if not self._opened:
             raise LineFault("the line is not open")
         self._hook = HookState.OFF_HOOK
         try:
+            # Hearing first: a capture device that is missing never seizes the line.
+            self._off_hook_at = time.monotonic()
+            if self._capture is not None:
+                self._capture.start()
+            elif self.ears is not None:
+                self.ears.start()
             self.control.off_hook()
-        except BaseException:
-            self._hook = HookState.ON_HOOK
+        except BaseException as exc:
+            self.on_hook()
+            if isinstance(exc, LineFault):
+                self.fault = str(exc)
             raise
 
     def on_hook(self) -> None:
         self._hook = HookState.ON_HOOK
         self.control.on_hook()
+        if self._capture is not None:
+            self._capture.stop()
+        elif self.ears is not None:
+            self.ears.stop()
+        self._source = None
+
+    def place_call(
+        self, dialed: str, timing: Timing, call_timing: CallTiming | None = None,
+        *, no_answer_s: float | None = None,
+    ) -> None:
+        self._dialling = True
+        try:
+            super().place_call(dialed, timing, call_timing, no_answer_s=no_answer_s)
+        finally:
+            self._dialling = False
+        ears = self.ears
+        if ears is not None and not ears.hears & Hears.TONES:
+            # Connected after the fixed waits; the loop sense follows the talk.
+            ears.talking()
+
+    # -- hearing -----------------------------------------------------------------
+    def _line_time(self) -> float:
+        """The line's time now: the capture's position, else seconds since off hook."""
+        source = self._source
+        return source.position if source is not None else time.monotonic() - self._off_hook_at
+
+    def _loop_break(self, event: LoopBreak) -> None:
+        ears = self.ears
+        if ears is not None:
+            ears.heard([event])
+
+    def _mark_own_keys(self, plan: TonePlan) -> float | None:
+        """The plan's keys, about to be played, on the capture's timeline;
+        the line time by which all of the plan's echo is heard.
+
+        The first sample played now is heard back no earlier than the
+        capture's position (less the listener's ECHO_LEAD_S) and no later
+        than what the capture buffer may hold unread plus what the playback
+        buffer holds before it; the listener adds its echo tail.
+        """
+        ears, source, geometry = self.ears, self._source, self.geometry
+        if ears is None or source is None or not ears.hears & Hears.KEYS:
+            return None
+        start = source.position
+        lag = source.lag_s + (geometry.buffer_s if geometry is not None else 0.0)
+        for key, on_s, off_s in key_times(plan):
+            ears.own_key(key, start + on_s, start + off_s + lag)
+        return start + plan.seconds + lag
+
+    def _hear_until(self, line_s: float) -> None:
+        """Wait until the capture has been heard up to ``line_s``: after our
+        own dialling, so that the set-up counts the far end's answer from
+        the end of its echo, not from when the last sample left the card
+        (the capture's timeline lags by its buffer and a block)."""
+        ears = self.ears
+        if ears is None:
+            return
+        deadline = time.monotonic() + max(0.0, line_s - ears.time) * self.wall_factor + 1.0
+        # A capture that stopped delivering is its own fault (CaptureLoop says so).
+        while (ears.time < line_s and self._hook is HookState.OFF_HOOK
+               and time.monotonic() < deadline):
+            time.sleep(0.01)
+
+    def _overrun(self) -> None:
+        self.overruns += 1
+        log.warning("line %s: overrun on %s (%d so far)", self.name,
+                    self.options.capture_device, self.overruns)
 
     # -- signalling ------------------------------------------------------------
     def emit(self, plan: TonePlan, party: Party = Party.ALL) -> None:
         self._require_off_hook("tones")
-        self._play(self.engine.render(plan), party)
+        heard_by = self._play(self.engine.render(plan), party, plan)
+        if self._dialling and heard_by is not None:
+            self._hear_until(heard_by)
 
     def speak(self, text: str, language: str | None = None, party: Party = Party.ALL) -> None:
         self._require_off_hook("speech")
@@ -342,25 +487,39 @@ class AlsaLine(LineDriver):
         self._require_off_hook("audio")
         self._play(samples, party)
 
+    def cut_output(self) -> None:
+        self._cut.set()
+
     def _require_off_hook(self, what: str) -> None:
         if self._hook is not HookState.OFF_HOOK:
             raise LineFault(f"the line is on hook: {what} would reach nobody")
 
-    def _play(self, mono: Samples, party: Party) -> None:
+    def _play(self, mono: Samples, party: Party, plan: TonePlan | None = None) -> float | None:
         routing = self.options.routing
         frames = route(mono, routing.channels, routing.channels_for(party))
         data = np.ascontiguousarray(frames, dtype="<i2").tobytes()
         # Faults name the line first: the API reports them as that line's.
         where = f"ALSA device {self.options.device!r}"
         with self._pcm_lock:
+            self._cut.clear()  # a cut before this audio began does not stop it
             try:
                 self._open_pcm()  # after a fault: the device may be back
                 assert self.geometry is not None
+                heard_by = self._mark_own_keys(plan) if plan is not None else None
                 try:
                     play(self._pcm, data, self.geometry,
                          running_state=self._alsa.PCM_STATE_RUNNING,
-                         keep_going=lambda: self._hook is HookState.OFF_HOOK,
+                         keep_going=lambda: (self._hook is HookState.OFF_HOOK
+                                             and not self._cut.is_set()),
                          on_underrun=self._underrun)
+                except Aborted:
+                    if self._hook is not HookState.OFF_HOOK:
+                        raise
+                    # Cut short on purpose (a key over a menu's prompt): what
+                    # is still buffered is dropped, and the command is done.
+                    with contextlib.suppress(self._alsa.ALSAAudioError):
+                        self._pcm.drop()
+                    return heard_by
                 except self._alsa.ALSAAudioError as exc:
                     raise LineFault(f"{where}: {exc}") from exc
                 except LineFault as exc:
@@ -368,12 +527,12 @@ class AlsaLine(LineDriver):
             except BaseException as exc:
                 # Whatever went wrong, the line does not stay seized on a
                 # device in an unknown state; the next command reopens it.
-                self.control.on_hook()
-                self._hook = HookState.ON_HOOK
+                self.on_hook()
                 self._close_pcm()
                 if isinstance(exc, LineFault):
                     self.fault = str(exc)
                 raise
+        return heard_by
 
     def _underrun(self) -> None:
         self.underruns += 1
@@ -390,5 +549,28 @@ class AlsaLine(LineDriver):
             out["channels"] = geometry.channels
             out["buffer_ms"] = round(geometry.buffer_s * 1000, 1)
         out["underruns"] = self.underruns
+        out["overruns"] = self.overruns
+        source = self._source
+        if self._capture is not None:
+            capture: dict[str, object] = {
+                "device": self.options.capture_device, "rate": self.options.capture_rate,
+                "channel": self.options.capture.channel}
+            if source is not None:
+                capture["buffer_ms"] = round(source.lag_s * 1000, 1)
+            out["capture"] = capture
         out.update(self.control.status())
         return out
+
+
+def key_times(plan: TonePlan) -> list[tuple[str, float, float]]:
+    """Each key of ``plan`` with its start and end (seconds from the plan's
+    start, between the -6 dB points), as the tone engine renders them."""
+    out: list[tuple[str, float, float]] = []
+    ms = 0
+    for symbol in plan.symbols:
+        if isinstance(symbol, Tone):
+            out.append((symbol.key, ms / 1000, (ms + plan.timing.duration_ms) / 1000))
+            ms += plan.timing.duration_ms + plan.timing.gap_ms
+        elif isinstance(symbol, Pause):
+            ms += symbol.ms
+    return out

@@ -223,6 +223,8 @@ class LineDriver(ABC):
             self._wait(call_timing.dial_tone_ms / 1000)
             self.emit(plan)
             self._wait(call_timing.answer_wait_ms / 1000)
+            if ears is not None:
+                ears.talking()  # a line that hears only its loop still hears it drop
             return
         rules = ProgressRules(
             dial_tone_s=call_timing.dial_tone_wait_ms / 1000,

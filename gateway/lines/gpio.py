@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import LineFault
+from gateway.lines.hearing import LoopBreak
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,11 @@ class GpioOptions:
     #: After going off hook, loop current must show within this time, else the
     #: line is dead (unplugged, relay not switching) and the seizure a fault.
     loop_current_wait_ms: int = field(default=500, metadata={"min": 10, "max": 5000})
+    #: During a call, loop current gone this long means the far end hung up
+    #: (the exchange's "calling party control" open: about 300 ms in North
+    #: America, 800 ms on UK System X lines, vendors' detectors 150-900 ms);
+    #: shorter breaks (a polarity reversal, a line transient) are not reported.
+    cpc_ms: int = field(default=250, metadata={"min": 50, "max": 2000})
 
     def __post_init__(self) -> None:
         for prefix in ("ring_detect", "loop_current"):
@@ -299,6 +305,15 @@ class LineControl:
     incoming call (its first ring). A driver under the call layer, which groups
     rings into calls itself and ends a call when the rings stop, passes its
     ring handler as ``on_ring``.
+
+    Loop sense: while off hook, loop current that stops for ``cpc_ms`` is
+    given to ``on_loop_break`` as a :class:`~gateway.lines.hearing.LoopBreak`
+    (from a timer thread), once per break, dated at the moment the current
+    stopped by ``line_clock`` (the driver's line time; by default seconds
+    since going off hook). Shorter breaks are only counted. The documented
+    sense sits behind the line's bridge rectifier, so it sees one polarity
+    whichever way the loop is fed: a polarity reversal cannot be told from a
+    break of a few milliseconds, and is not reported.
     """
 
     def __init__(
@@ -309,13 +324,18 @@ class LineControl:
         factory: Any = None,
         clock: Callable[[], float] = time.monotonic,
         on_ring: Callable[[], None] | None = None,
+        on_loop_break: Callable[[LoopBreak], None] | None = None,
+        line_clock: Callable[[], float] | None = None,
     ) -> None:
         self.line = line
         self.options = options
         self.on_incoming = on_incoming
         self.on_ring = on_ring
+        self.on_loop_break = on_loop_break
         self._factory = factory
         self._clock = clock
+        self._off_hook_at = 0.0
+        self._line_clock = line_clock or (lambda: self._clock() - self._off_hook_at)
         self.hook_relay: Any = None
         self.ring_detect: Any = None
         self.loop_current: Any = None
@@ -328,6 +348,15 @@ class LineControl:
         self._timer: threading.Timer | None = None
         self._exit_hook: Callable[[], None] | None = None
         self.fault: str | None = None
+        # Loop sense: watched from the moment current first flows off hook.
+        self._loop_watch = False
+        self._loop_lost_at: float | None = None  # this clock's time
+        self._loop_lost_line = 0.0  # the driver's line time
+        self._loop_timer: threading.Timer | None = None
+        #: Breaks seen during calls: shorter than cpc_ms, and long enough to
+        #: be the far end hanging up.
+        self.loop_short_breaks = 0
+        self.loop_breaks = 0
 
     # -- lifecycle -------------------------------------------------------------
     def open(self) -> None:
@@ -377,6 +406,8 @@ class LineControl:
                         pin_factory=factory,
                         **_pull_args(opts.loop_current_pull, opts.loop_current_active_high),
                     )
+                    self.loop_current.when_deactivated = self._loop_lost
+                    self.loop_current.when_activated = self._loop_back
             except LineFault:
                 self._release_devices()
                 raise
@@ -443,6 +474,7 @@ class LineControl:
         opts = self.options
         with self._lock:
             self._off_hook = True
+            self._off_hook_at = self._clock()
             self.cadence.reset()
             relay = self.hook_relay
             if relay is None:
@@ -464,12 +496,23 @@ class LineControl:
                 f"no loop current {opts.loop_current_wait_ms} ms after going off hook "
                 "(line unplugged, or the hook relay did not close)"
             )
+        if sense is not None:
+            with self._lock:
+                self._loop_watch = self._off_hook
+                self._loop_lost_at = None
+            if not sense.is_active:
+                self._loop_lost()  # it went again between the wait and the watch
 
     def on_hook(self) -> None:
         """Release the relay. Never raises; safe from any thread, at any moment."""
         with self._lock:
             was_off = self._off_hook
             self._off_hook = False
+            self._loop_watch = False
+            self._loop_lost_at = None
+            if self._loop_timer is not None:
+                self._loop_timer.cancel()
+                self._loop_timer = None
             if was_off:
                 self._guard_until = self._clock() + self.options.ring_guard_ms / 1000
             relay = self.hook_relay
@@ -497,6 +540,58 @@ class LineControl:
     def has_loop_current(self) -> bool | None:
         sense = self.loop_current
         return None if sense is None else bool(sense.is_active)
+
+    # -- loop sense ---------------------------------------------------------------
+    def _loop_lost(self) -> None:
+        with self._lock:
+            if not self._loop_watch or self._loop_lost_at is not None:
+                return
+            self._loop_lost_at = self._clock()
+            self._loop_lost_line = self._line_clock()
+            self._arm_loop_timer(self.options.cpc_ms / 1000)
+
+    def _arm_loop_timer(self, seconds: float) -> None:
+        if self._loop_timer is not None:
+            self._loop_timer.cancel()
+        self._loop_timer = threading.Timer(seconds, self._loop_timer_fired,
+                                           (self._loop_lost_at,))
+        self._loop_timer.daemon = True
+        self._loop_timer.start()
+
+    def _loop_back(self) -> None:
+        with self._lock:
+            if not self._loop_watch or self._loop_lost_at is None:
+                return
+            self._loop_lost_at = None
+            if self._loop_timer is not None:
+                self._loop_timer.cancel()
+                self._loop_timer = None
+            self.loop_short_breaks += 1
+        log.debug("line %s: loop current broke for less than %d ms", self.line,
+                  self.options.cpc_ms)
+
+    def _loop_timer_fired(self, lost_at: float) -> None:
+        with self._lock:
+            if not self._loop_watch or self._loop_lost_at != lost_at:
+                return  # the current came back, or the line went on hook
+            ms = (self._clock() - lost_at) * 1000
+            if ms < self.options.cpc_ms:
+                # Timers may fire a hair early: look again when it is due.
+                self._arm_loop_timer((self.options.cpc_ms - ms) / 1000)
+                return
+            # Reported once: the break goes on until the line is released.
+            self._loop_watch = False
+            self._loop_timer = None
+            self.loop_breaks += 1
+            event = LoopBreak(self._loop_lost_line, round(ms))
+        log.info("line %s: loop current broke for %d ms (the far end hung up)", self.line,
+                 event.ms)
+        handler = self.on_loop_break
+        if handler is not None:
+            try:
+                handler(event)
+            except Exception:
+                log.exception("line %s: loop-break handler failed", self.line)
 
     # -- ringing -----------------------------------------------------------------
     @property
@@ -571,7 +666,9 @@ class LineControl:
                                   "rings": self.cadence.rings, "calls": self.cadence.calls}
         if opts.loop_current_pin is not None:
             out["loop_current"] = {"pin": f"GPIO{opts.loop_current_pin}",
-                                   "flowing": self.has_loop_current}
+                                   "flowing": self.has_loop_current,
+                                   "breaks": self.loop_breaks,
+                                   "short_breaks": self.loop_short_breaks}
         if self.fault:
             out["gpio_fault"] = self.fault
         return out

@@ -64,6 +64,10 @@ class Disconnected:
 LineEvent = Dtmf | Tone | ToneEnd | Voice | Silence | LoopBreak | Reversal | Disconnected
 """Everything a line may hear, in the line's time."""
 
+#: Events kept for a set-up not yet followed: far more than the first
+#: seconds after off hook can hold.
+BACKLOG = 256
+
 #: Tones after which the far end is gone, when heard during the talk.
 GONE_TONES = frozenset({"busy", "congestion", "dial", "sit"})
 
@@ -121,6 +125,11 @@ class ProgressRules:
     confirm_s: float = 2.0
     #: Sound this soon after our own dialling is its echo, not the far end.
     echo_s: float = 0.3
+    #: With nothing heard this long after dialling (no ringback, no answer,
+    #: no failure), the call counts as answered: for hardware that reports
+    #: what it hears and may report nothing (a modem), which then gets the
+    #: fixed wait of a line that cannot hear. None: never assumed.
+    assume_answer_s: float | None = None
 
 
 class _Stage(enum.Enum):
@@ -165,12 +174,19 @@ class CallProgress:
         self._failure: CallFailed | None = None
         self.answered_at: float | None = None
         self._stopped = False
+        self._fault: LineFault | None = None
         #: What the driver's thread is waiting for, while it waits.
         self._awaited: Callable[[], bool] | None = None
 
     # -- from the hearing thread -----------------------------------------------------
     def heard(self, events: Sequence[LineEvent], now: float) -> None:
         """Events up to line time ``now`` (also called with none, as time passes)."""
+        if self.take(events, now):
+            self._on_ringing()
+
+    def take(self, events: Sequence[LineEvent], now: float) -> bool:
+        """:meth:`heard` without telling anyone of the ringing: True when
+        the far end started to ring."""
         ring = False
         with self._cond:
             for event in events:
@@ -178,8 +194,7 @@ class CallProgress:
             self._now = max(self._now, now)
             self._check_time()
             self._cond.notify_all()
-        if ring:
-            self._on_ringing()
+        return ring
 
     def _take(self, event: LineEvent) -> bool:
         """One event; True when the far end starts to ring."""
@@ -233,6 +248,9 @@ class CallProgress:
             return
         if self._candidate is not None and self._now >= self._candidate + rules.confirm_s:
             self._answer(self._candidate)
+        elif (rules.assume_answer_s is not None and not self._ringing and self._candidate is None
+              and self._now - self._dialled_at >= rules.assume_answer_s):
+            self._answer(self._dialled_at + rules.assume_answer_s)
         elif self._now - self._dialled_at > rules.no_answer_s:
             self._fail("NoAnswer", f"no answer within {rules.no_answer_s:g} s")
         elif not self._ringing and self._quiet_since is not None:
@@ -253,6 +271,12 @@ class CallProgress:
         """The line went on hook (a hang-up): the waits end."""
         with self._cond:
             self._stopped = True
+            self._cond.notify_all()
+
+    def failed(self, exc: LineFault) -> None:
+        """The line's hearing failed (its capture device went): the waits raise ``exc``."""
+        with self._cond:
+            self._fault = exc
             self._cond.notify_all()
 
     def wait_dial_tone(self, wall_s: float) -> None:
@@ -281,14 +305,15 @@ class CallProgress:
         with self._cond:
             awaited = self._awaited
             return awaited is not None and not (awaited() or self._failure is not None
-                                                or self._stopped)
+                                                or self._stopped or self._fault is not None)
 
     def _wait(self, done: Callable[[], bool], wall_s: float) -> None:
         deadline = time.monotonic() + wall_s
         with self._cond:
             self._awaited = done
             try:
-                while not (done() or self._failure is not None or self._stopped):
+                while not (done() or self._failure is not None or self._stopped
+                           or self._fault is not None):
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise LineFault(f"the line's hearing stopped while {self._stage.value} "
@@ -296,6 +321,8 @@ class CallProgress:
                     self._cond.wait(left)
             finally:
                 self._awaited = None
+            if self._fault is not None:
+                raise self._fault
             if self._stopped:
                 raise LineInterrupted("the line went on hook")
             if self._failure is not None:
@@ -318,21 +345,27 @@ class Ears:
     progress and then to the call layer.
 
     ``cpc_ms``: a loop-current break at least this long means the far end
-    hung up (the exchange's "calling party control" open).
+    hung up (the exchange's "calling party control" open). ``detectors``:
+    False for hardware that judges what it hears itself (a modem's V.253
+    reports): no detectors run, and line time is what :meth:`heard` is given.
     """
 
     def __init__(self, line: str, hears: Hears, country: str = "us", rate: int = 8000,
-                 *, cpc_ms: int = 250) -> None:
+                 *, cpc_ms: int = 250, detectors: bool = True) -> None:
         self.line = line
         self.hears = hears
         self.cpc_ms = cpc_ms
         self.handler: LineHandler | None = None
-        self._listener = Listener(country, rate) if hears & (Hears.TONES | Hears.VOICE
-                                                             | Hears.KEYS) else None
+        self._listener = Listener(country, rate) if detectors and hears & (
+            Hears.TONES | Hears.VOICE | Hears.KEYS) else None
         self._lock = threading.Lock()
         self._progress: CallProgress | None = None
         self._talking = False
         self._now = 0.0
+        #: Heard since off hook while no set-up was followed yet (the capture
+        #: may start hearing before the driver's command gets to track()).
+        self._backlog: list[LineEvent] = []
+        self._listening = False
 
     @property
     def time(self) -> float:
@@ -353,23 +386,32 @@ class Ears:
             self._now = 0.0
             self._progress = None
             self._talking = False
+            self._backlog = []
+            self._listening = True
 
     def stop(self) -> None:
         """The line went on hook: a set-up waiting on it ends."""
         with self._lock:
             progress, self._progress = self._progress, None
             self._talking = False
+            self._backlog = []
+            self._listening = False
         if progress is not None:
             progress.stop()
 
     # -- what the call layer asks ------------------------------------------------------
     def track(self, dialed: str, rules: ProgressRules) -> CallProgress:
-        """Follow an outbound call's set-up from now."""
+        """Follow an outbound call's set-up from now, and from what was heard
+        since off hook (in order, before anything newer reaches it)."""
         handler = self.handler
-        progress = CallProgress(dialed, rules, self.time,
-                                handler.ringing if handler is not None else (lambda: None))
+        on_ringing = handler.ringing if handler is not None else (lambda: None)
         with self._lock:
+            progress = CallProgress(dialed, rules, self.time, on_ringing)
+            backlog, self._backlog = self._backlog, []
+            rang = progress.take(backlog, self._now) if backlog else False
             self._progress = progress
+        if rang:
+            on_ringing()
         return progress
 
     def talking(self) -> None:
@@ -377,6 +419,7 @@ class Ears:
         with self._lock:
             self._progress = None
             self._talking = True
+            self._backlog = []
 
     def own_key(self, key: str, start: float, end: float) -> None:
         """The gateway itself sends ``key`` from ``start`` to ``end`` (line
@@ -402,6 +445,9 @@ class Ears:
         with self._lock:
             self._now = max(self._now, now)
             progress, talking, handler = self._progress, self._talking, self.handler
+            if progress is None and not talking and self._listening:
+                self._backlog.extend(events)
+                del self._backlog[:-BACKLOG]
         if progress is not None:
             progress.heard(events, now)
         if handler is None:
@@ -429,8 +475,13 @@ class Ears:
         return ""
 
     def failed(self, exc: LineFault) -> None:
-        """The hearing itself failed (from the capture thread)."""
-        self.stop()
+        """The hearing itself failed (from the capture thread): a set-up
+        waiting on it fails with ``exc``, and the call layer is told."""
+        with self._lock:
+            progress, self._progress = self._progress, None
+            self._talking = False
+        if progress is not None:
+            progress.failed(exc)
         handler = self.handler
         if handler is not None:
             handler.fault(exc)

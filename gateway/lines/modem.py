@@ -13,6 +13,15 @@ modem echoes it; then come information text and one final result code, each
 framed ``<CR><LF>...<CR><LF>``. ``RING`` (in voice mode also ``<DLE>R``)
 arrives unsolicited at any moment, inside another command's answer too.
 
+Hearing: in voice mode the modem reports what its line side hears as
+``<DLE>`` and one character (V.253): dial tone, busy, ringback, silence,
+quiet, a loop-current interruption, the far end's keys. ``reports`` says
+which of them this modem sends; :class:`VoiceReports` turns them into the
+line events of :mod:`gateway.lines.hearing`, timed in the modem's real time
+since the line went off hook, for the line's :class:`Ears`: an outbound
+call's set-up follows them (:meth:`ModemLine.place_call`), and once the
+call is up they tell the call layer that the far end left or pressed a key.
+
 Faults: no answer within a command's timeout, ``ERROR`` where ``OK`` was
 needed, or the port failing (a USB unplug) raise :class:`LineFault`. The line
 then goes on hook as well as it can: ``ATH0`` while the modem still answers,
@@ -25,17 +34,29 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import serial
 from serial.threaded import LineReader, ReaderThread
 
+from gateway.detect import Dtmf, Silence, ToneEnd, Voice
+from gateway.detect import Tone as HeardTone
 from gateway.errors import CallFailed, LineFault, LineInterrupted
-from gateway.keys import Pause, Tone, parse_keys
+from gateway.keys import KEYS, Pause, Tone, parse_keys
 from gateway.lines.base import CallTiming, HookState, LineDriver, Party
+from gateway.lines.hearing import (
+    CallProgress,
+    Disconnected,
+    Ears,
+    Hears,
+    LineEvent,
+    ProgressRules,
+)
 from gateway.lines.recording import DEFAULT_MAX_RECORD_S, MAX_RECORD_S
 from gateway.tones import Timing, ToneEngine, TonePlan
 
@@ -86,6 +107,38 @@ GAP_MODES = ("tones", "driver")
 #: The default ``call_timing.answer_wait_ms``.
 ANSWER_WAIT_MS = 2000
 
+#: V.253 brackets a DTMF report: ``<DLE>/`` where the tone starts, ``<DLE>~``
+#: where it ends (Intel's chipsets end it with ``<DLE><DEL>``).
+DTMF_START = "/"
+DTMF_ENDS = "~\x7f"
+#: ``reports``: what a V.253 voice modem reports in voice mode as ``<DLE>``
+#: and one character (V.253's simple event reports), by the name the
+#: configuration gives it.
+REPORTS: dict[str, str] = {
+    "dial": "d",
+    "busy": "b",
+    "ringback": "r",
+    "silence": "s",
+    "quiet": "q",
+    "loop": "l",
+    "keys": KEYS + DTMF_START + DTMF_ENDS,
+}
+#: Those the USRobotics, ZyXEL and Hayes voice command references list (not
+#: each in every one of them). ``r`` is not among them: some chipsets use it
+#: only as the host's "resume" command.
+DEFAULT_REPORTS = ("busy", "dial", "keys", "loop", "quiet", "silence")
+#: Result codes that, arriving when no command asked, say the modem dropped the call.
+DROPPED_RESULTS = frozenset({"NO CARRIER", "BUSY", "NO ANSWER"})
+#: A report of a key the gateway itself sends (the modem's receiver hears its
+#: own transmitter), from this long before the command that sends it until
+#: this long after its tones ended and the modem answered it, is its echo:
+#: a clock's resolution before, a detector's hangover and a modem that
+#: answers before its tones end after.
+OWN_KEY_LEAD_S = 0.05
+OWN_KEY_TAIL_S = 0.3
+#: How often a call's set-up, waiting on the modem's reports, looks at the time.
+TICK_S = 0.05
+
 
 @dataclass
 class ModemCallTiming(CallTiming):
@@ -133,6 +186,10 @@ class ModemOptions:
     max_command_chars: int = field(default=40, metadata={"min": 20, "max": 1024})
     #: Some modems connect the line in voice mode with AT+VLS=1 instead.
     off_hook_command: str = "ATH1"
+    #: The voice-mode event reports this modem sends that the line acts on
+    #: (names of :data:`REPORTS`); empty: the line hears nothing, and a call
+    #: counts as answered ``answer_wait_ms`` after the dial result.
+    reports: list[str] = field(default_factory=lambda: list(DEFAULT_REPORTS))
     #: ``answer_wait_ms``: after the dial result, how long to wait before the
     #: call counts as answered.
     call_timing: ModemCallTiming = field(default_factory=ModemCallTiming)
@@ -152,6 +209,11 @@ class ModemOptions:
                 raise ValueError("answer_wait_ms: set call_timing.answer_wait_ms only "
                                  "(answer_wait_ms is its old name)")
             self.call_timing.answer_wait_ms = self.answer_wait_ms
+        for report in self.reports:
+            if report not in REPORTS:
+                raise ValueError(f"reports: {report!r} is not one of {', '.join(REPORTS)}")
+        if len(set(self.reports)) != len(self.reports):
+            raise ValueError("reports: each report is named once")
         for name, commands in (("init", self.init), ("off_hook_command", [self.off_hook_command])):
             for command in commands:
                 one_line = command.isascii() and command.isprintable()
@@ -239,11 +301,166 @@ def _vts_line(elements: list[tuple[str, int]]) -> ToneLine:
     return ToneLine("AT" + _vts_body(elements), sum(u for _, u in elements) * VTS_UNIT_MS)
 
 
+def vts_keys(command: str) -> str:
+    """The DTMF keys of one of our ``AT+VTS`` command lines (its ``{X,dur}``)."""
+    return "".join(key for key in re.findall(r"\{(.),", command) if key in KEYS)
+
+
 def dial_string(dialed: str) -> str:
     """``Dialed`` as an ATD dial string: keys as they are, pauses as the modem's
     comma pause (S8, commonly 2 s; in a Hayes dial string ``w`` means "wait for
     dial tone", not a pause)."""
     return "".join(s.key if isinstance(s, Tone) else "," for s in parse_keys(dialed))
+
+
+# -- what the modem hears ------------------------------------------------------------------
+
+@dataclass
+class OwnKeys:
+    """Keys the gateway puts on the line from ``start`` to ``end`` (line time)."""
+
+    keys: frozenset[str]
+    start: float
+    end: float
+
+    def echoes(self, key: str, t: float) -> bool:
+        return key in self.keys and self.start - OWN_KEY_LEAD_S <= t <= self.end + OWN_KEY_TAIL_S
+
+
+class VoiceReports:
+    """A modem's V.253 voice-mode reports, turned into line events.
+
+    Fed each ``<DLE>`` code, and each result code that came when no command
+    asked, with the line time it arrived at; returns what they mean for
+    :meth:`Ears.heard`. Codes of a report not in ``reports`` mean nothing.
+
+    - ``d``, ``b``, ``r``: dial tone, busy, ringback, as the modem judged them.
+    - ``s`` (no voice, then silence longer than ``+VSD``) and ``q`` (voice,
+      then such a silence): silence, after voice for ``q``; after ringback
+      either also says the ringback has stopped.
+    - ``l``: the loop current was interrupted (the far end hung up). The
+      modem does not say for how long, and has judged it already, so it is
+      :class:`Disconnected` rather than a break to be weighed.
+    - Keys in either form: ``<DLE>5`` alone, reported at once with no
+      length (0 ms); or ``<DLE>/``, the key (repeated or not), ``<DLE>~``
+      (or ``<DLE><DEL>``), reported at its end with its length. A key the
+      gateway itself is sending (:meth:`own_keys`: from the command that
+      sends it going out until :data:`OWN_KEY_TAIL_S` after the modem
+      answered it) is its echo and is dropped.
+    - ``NO CARRIER``, ``NO ANSWER``, ``BUSY`` on their own: the modem dropped
+      the call (:class:`Disconnected`); ``BUSY`` during the set-up is busy tone.
+
+    The reader thread calls :meth:`code` and :meth:`result`; the driver's
+    thread :meth:`reset`, :meth:`own_keys` and :meth:`ringback_over`.
+    """
+
+    def __init__(self, reports: Iterable[str]) -> None:
+        self.reports = frozenset(reports)
+        self._names = {code: name for name, codes in REPORTS.items() if name in self.reports
+                       for code in codes}
+        self._lock = threading.Lock()
+        self._burst: tuple[float, str | None] | None = None
+        self._ringback = False
+        self._own: list[OwnKeys] = []
+
+    def reset(self) -> None:
+        """Off hook afresh: nothing heard yet."""
+        with self._lock:
+            self._burst = None
+            self._ringback = False
+            self._own = []
+
+    def own_keys(self, keys: str, start: float, end: float = math.inf) -> OwnKeys:
+        """The gateway sends ``keys`` from ``start`` to ``end``; the record's
+        ``end`` may be moved once it is known."""
+        own = OwnKeys(frozenset(k for k in keys if k in KEYS), start, end)
+        with self._lock:
+            self._own = [o for o in self._own if o.end + OWN_KEY_TAIL_S >= start]
+            self._own.append(own)
+        return own
+
+    def code(self, code: str, t: float) -> list[LineEvent]:
+        name = self._names.get(code)
+        if name is None:
+            log.debug("voice event <DLE>%r ignored", code)
+            return []
+        with self._lock:
+            if name == "keys":
+                return self._key_code(code, t)
+            if name == "ringback":
+                self._ringback = True
+                return [HeardTone(t, "ringback", "")]
+            if name in ("dial", "busy"):
+                return [HeardTone(t, name, "")]
+            if name == "loop":
+                return [Disconnected(t, "loop current interrupted")]
+            events = self._ringback_stopped(t)
+            if name == "quiet":
+                events.append(Voice(t))
+            events.append(Silence(t))
+            return events
+
+    def result(self, text: str, t: float, setting_up: bool) -> list[LineEvent]:
+        if text not in DROPPED_RESULTS:
+            return []
+        if setting_up and text == "BUSY":
+            return [HeardTone(t, "busy", "")]
+        return [Disconnected(t, f"the modem said {text}")]
+
+    def ringback_over(self, t: float) -> list[LineEvent]:
+        """The modem says the call is through: ringback, if heard, has stopped."""
+        with self._lock:
+            return self._ringback_stopped(t)
+
+    def _ringback_stopped(self, t: float) -> list[LineEvent]:
+        if not self._ringback:
+            return []
+        self._ringback = False
+        return [ToneEnd(t, "ringback")]
+
+    def _key_code(self, code: str, t: float) -> list[LineEvent]:
+        if code == DTMF_START:
+            events = self._burst_over(t)
+            self._burst = (t, None)
+            return events
+        if code in DTMF_ENDS:
+            return self._burst_over(t)
+        if self._burst is None:
+            return self._key(code, t, 0)
+        start, key = self._burst
+        if key is None:
+            self._burst = (start, code)
+        elif key != code:
+            # Another key inside one bracket: the modem lost an end.
+            events = self._burst_over(t)
+            self._burst = (t, code)
+            return events
+        return []
+
+    def _burst_over(self, t: float) -> list[LineEvent]:
+        burst, self._burst = self._burst, None
+        if burst is None:
+            return []
+        start, key = burst
+        return [] if key is None else self._key(key, start, round((t - start) * 1000))
+
+    def _key(self, key: str, start: float, ms: int) -> list[LineEvent]:
+        if any(own.echoes(key, start) for own in self._own):
+            log.debug("key %s at %.2f s is the gateway's own", key, start)
+            return []
+        return [Dtmf(start, key, ms)]
+
+
+def hears_of(reports: Iterable[str]) -> Hears:
+    """What a line hears whose modem sends ``reports``."""
+    flags = Hears.NOTHING
+    reports = frozenset(reports)
+    for name, flag in (("dial", Hears.TONES), ("busy", Hears.TONES), ("ringback", Hears.TONES),
+                       ("silence", Hears.VOICE), ("quiet", Hears.VOICE), ("keys", Hears.KEYS),
+                       ("loop", Hears.LOOP)):
+        if name in reports:
+            flags |= flag
+    return flags
 
 
 # -- the AT command engine ----------------------------------------------------------------
@@ -281,23 +498,33 @@ class _Answer:
         self.done.set()
 
 
+def _ignore(text: str) -> None:
+    pass
+
+
 class ATProtocol(LineReader):  # type: ignore[misc]
     """pyserial's reader-thread protocol for V.250 command lines.
 
     Results are framed S3 S4 (CR LF) but an echoed command ends with S3 (CR)
     alone, so lines are split at CR and the LF left at the start of the next
-    is stripped.
+    is stripped. V.253's ``<DLE>`` event reports may come anywhere, inside
+    another answer's line too, and a read may end between ``<DLE>`` and its
+    code: they go to ``on_event`` (``<DLE>R``, a ring, to ``on_ring``). A
+    final result code that no command is waiting for goes to ``on_result``.
     """
 
     TERMINATOR = b"\r"
     ENCODING = "ascii"
 
     def __init__(
-        self, on_ring: Callable[[], None], on_lost: Callable[[BaseException | None], None]
+        self, on_ring: Callable[[], None], on_lost: Callable[[BaseException | None], None],
+        on_event: Callable[[str], None] = _ignore, on_result: Callable[[str], None] = _ignore,
     ) -> None:
         super().__init__()
         self._on_ring = on_ring
         self._on_lost = on_lost
+        self._on_event = on_event
+        self._on_result = on_result
         self._lock = threading.Lock()
         self._answer: _Answer | None = None
         self._dle = False
@@ -315,7 +542,8 @@ class ATProtocol(LineReader):  # type: ignore[misc]
 
     def data_received(self, data: bytes) -> None:
         # V.253 reports voice-mode events as <DLE><code> pairs with no line end:
-        # take them out before the bytes are split into lines.
+        # take them out before the bytes are split into lines. <DLE><DLE> is
+        # a 0x10 inside voice data, which this driver never asks for.
         text = bytearray()
         for byte in data:
             if self._dle:
@@ -323,7 +551,7 @@ class ATProtocol(LineReader):  # type: ignore[misc]
                 if byte == ord("R"):
                     self._on_ring()
                 elif byte != DLE:
-                    log.debug("voice event <DLE>%r", chr(byte))
+                    self._on_event(chr(byte))
             elif byte == DLE:
                 self._dle = True
             else:
@@ -343,6 +571,8 @@ class ATProtocol(LineReader):  # type: ignore[misc]
             answer = self._answer
         if answer is None:
             log.debug("unsolicited %r", text)
+            if is_final(text):
+                self._on_result(text)
         else:
             answer.take(text)
 
@@ -357,6 +587,32 @@ class ATProtocol(LineReader):  # type: ignore[misc]
         self._on_lost(exc)
 
 
+class _ReadSide:
+    """A serial port as pyserial's reader thread uses it. Between two reads
+    the thread asks ``in_waiting``, whose ioctl fails with a bare OSError
+    (EIO) once a USB modem has vanished; the thread ends (through
+    ``connection_lost``) only on a SerialException, which a failing read
+    raises. Here both fail alike."""
+
+    _port: serial.SerialBase
+
+    def __init__(self, port: serial.SerialBase) -> None:
+        object.__setattr__(self, "_port", port)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._port, name)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        setattr(self._port, name, value)
+
+    @property
+    def in_waiting(self) -> int:
+        try:
+            return int(self._port.in_waiting)
+        except OSError as exc:
+            raise serial.SerialException(f"the port failed: {exc}") from exc
+
+
 class ATPort:
     """A modem's serial port with pyserial's reader thread; one command at a time."""
 
@@ -368,13 +624,16 @@ class ATPort:
         on_ring: Callable[[], None],
         on_lost: Callable[[BaseException | None], None],
         label: str = "",
+        *,
+        on_event: Callable[[str], None] = _ignore,
+        on_result: Callable[[str], None] = _ignore,
     ) -> None:
         self.url = url
         #: How errors name this modem; the driver starts it with the line's name.
         self.label = label or f"the modem at {url}"
         self._baudrate = baudrate
         self._write_timeout = write_timeout
-        self._protocol = ATProtocol(on_ring, on_lost)
+        self._protocol = ATProtocol(on_ring, on_lost, on_event, on_result)
         self._reader: ReaderThread | None = None
         self._command_lock = threading.Lock()
         self._close_lock = threading.Lock()
@@ -390,7 +649,7 @@ class ATPort:
             port.reset_input_buffer()
         except (serial.SerialException, OSError, ValueError) as exc:
             raise LineFault(f"{self.label} cannot be opened: {exc}") from exc
-        reader = ReaderThread(port, lambda: self._protocol)
+        reader = ReaderThread(_ReadSide(port), lambda: self._protocol)
         reader.name = f"modem-reader {self.url}"
         reader.start()
         self._reader = reader
@@ -460,6 +719,14 @@ class ModemLine(LineDriver):
         # after an early OK) stop when another thread puts the line on hook.
         self._released = threading.Event()
         self._released.set()
+        #: What the modem's reports mean (``reports``); the line hears them
+        #: through :attr:`ears`, which a line with no reports has not.
+        self.reports = VoiceReports(options.reports)
+        if options.reports:
+            self.ears = Ears(name, hears_of(options.reports), detectors=False)
+        # Line time is the modem's real time since the line went off hook.
+        self._off_hook_at: float | None = None
+        self._setting_up = False
 
     @property
     def _label(self) -> str:
@@ -478,7 +745,8 @@ class ModemLine(LineDriver):
     def _connect(self) -> None:
         o = self.options
         port = ATPort(self.url, o.baudrate, o.command_timeout_s, self._ring_heard,
-                      self._port_lost, self._label)
+                      self._port_lost, self._label, on_event=self._event_heard,
+                      on_result=self._result_heard)
         port.open()
         self._port = port
         vtd = -(-Timing().duration_ms // o.vtd_unit_ms)
@@ -530,6 +798,7 @@ class ModemLine(LineDriver):
     def _fault(self, reason: str, answers: bool) -> None:
         log.warning("line %s: %s", self.name, reason)
         self.fault = reason
+        self._stop_hearing()
         port, self._port = self._port, None
         if port is not None:
             if answers:
@@ -548,12 +817,14 @@ class ModemLine(LineDriver):
     # -- hook --------------------------------------------------------------------
     def off_hook(self) -> None:
         self._ensure_port()
+        self._start_hearing()
         self._command(self.options.off_hook_command, self.options.command_timeout_s)
         self._hook = HookState.OFF_HOOK
         self._released.clear()
 
     def on_hook(self) -> None:
         self._released.set()
+        self._stop_hearing()
         port = self._port
         if port is not None and port.alive:
             timeout = self.options.command_timeout_s
@@ -600,26 +871,89 @@ class ModemLine(LineDriver):
                 self._wait(seconds)
                 continue
             began = time.monotonic()
-            self._command(step.command, o.command_timeout_s + seconds)
-            # Whenever the modem says OK, the tones' time is waited out, so the
-            # next command, or ATH0, cannot cut them short.
-            left = began + seconds - time.monotonic()
-            if left > 0:
-                self._wait(left)
+            # Until its tones have sounded and the modem has answered, a report
+            # of one of the command's keys is the modem hearing itself.
+            own = self.reports.own_keys(vts_keys(step.command), self._line_time() or 0.0)
+            try:
+                self._command(step.command, o.command_timeout_s + seconds)
+                # Whenever the modem says OK, the tones' time is waited out, so the
+                # next command, or ATH0, cannot cut them short.
+                left = began + seconds - time.monotonic()
+                if left > 0:
+                    self._wait(left)
+            finally:
+                own.end = self._line_time() or 0.0
 
     def place_call(
         self, dialed: str, timing: Timing, call_timing: CallTiming | None = None,
         *, no_answer_s: float | None = None,
     ) -> None:
         """``ATDT<dialed>``: the modem goes off hook, waits for dial tone and dials
-        with its own DTMF timing (S11 on Hayes-style modems, settable in ``init``)."""
+        with its own DTMF timing (S11 on Hayes-style modems, settable in ``init``).
+
+        Its result codes decide first: ``BUSY``, ``NO DIALTONE``, ``NO CARRIER``,
+        ``NO ANSWER`` are CallFailed at once. After ``OK``, ``VCON`` or
+        ``CONNECT``, a line whose modem reports call progress follows the
+        reports (:class:`VoiceReports`) through a :class:`CallProgress`:
+        ringback makes the call ring; busy fails it; ringback that stops (a
+        connected result after it, ``s`` or ``q``) or voice (``q``) is the
+        answer once ``confirm_s`` passes without busy; ringing for longer
+        than ``no_answer_s`` is NoAnswer. Nothing reported within
+        ``answer_wait_ms`` of the result: the call counts as answered then,
+        as on a line that cannot hear.
+        """
         call_timing = call_timing or self.call_timing
-        number = dial_string(dialed)
         self._ensure_port()
-        command = f"ATDT{number}"
-        reply = self._command(
-            command, self.options.dial_timeout_s, accept=CONNECTED + tuple(CALL_FAILURES)
+        ears = self.ears
+        if ears is None or not ears.hears & Hears.TONES:
+            self._dial(dialed)
+            # An analog line has no answer supervision: wait as a person would.
+            self._wait(call_timing.answer_wait_ms / 1000)
+            if ears is not None:
+                ears.talking()
+            return
+        rules = ProgressRules(
+            expect_dial_tone=False,
+            no_answer_s=no_answer_s or call_timing.no_answer_ms / 1000,
+            # The modem's reports are its own judgement, never our echo.
+            echo_s=0.0,
+            assume_answer_s=call_timing.answer_wait_ms / 1000,
         )
+        self._setting_up = True
+        try:
+            with self._clock():
+                progress = self._dial(dialed, lambda: ears.track(dialed, rules))
+                assert progress is not None
+                self._hear(self.reports.ringback_over)
+                progress.dialled()
+                progress.wait_answer(self._wall(rules.no_answer_s + rules.confirm_s))
+        except CallFailed:
+            self.on_hook()
+            raise
+        finally:
+            self._setting_up = False
+        ears.talking()
+
+    def _dial(
+        self, dialed: str, track: Callable[[], CallProgress] | None = None
+    ) -> CallProgress | None:
+        """Send ``ATDT``; CallFailed (line on hook) on a failing result. With
+        ``track``, the call's set-up is followed from the moment it is sent."""
+        number = dial_string(dialed)
+        self._start_hearing()
+        progress = track() if track is not None else None
+        # The modem's own dialling, should its receiver hear it, is no far end.
+        own = self.reports.own_keys(number, 0.0)
+        self._released.clear()
+        try:
+            reply = self._command(f"ATDT{number}", self.options.dial_timeout_s,
+                                  accept=CONNECTED + tuple(CALL_FAILURES))
+        except LineFault as exc:
+            if self._released.is_set():
+                raise LineInterrupted("the line went on hook") from exc
+            raise
+        finally:
+            own.end = self._line_time() or 0.0
         if reply.result in CALL_FAILURES:
             self.on_hook()
             raise CallFailed(
@@ -628,10 +962,60 @@ class ModemLine(LineDriver):
                 f"the modem answered {reply.result} dialling {number}",
             )
         self._hook = HookState.OFF_HOOK
-        self._released.clear()
-        # An analog line has no answer supervision, and what VCON means differs
-        # between chipsets: wait as a person would.
-        self._wait(call_timing.answer_wait_ms / 1000)
+        return progress
+
+    # -- hearing -------------------------------------------------------------------
+    def _line_time(self) -> float | None:
+        began = self._off_hook_at
+        return None if began is None else time.monotonic() - began
+
+    def _start_hearing(self) -> None:
+        self.reports.reset()
+        self._off_hook_at = time.monotonic()
+        if self.ears is not None:
+            self.ears.start()
+
+    def _stop_hearing(self) -> None:
+        self._off_hook_at = None
+        if self.ears is not None:
+            self.ears.stop()
+
+    def _event_heard(self, code: str) -> None:
+        """From the reader thread: a ``<DLE>`` report."""
+        self._hear(lambda t: self.reports.code(code, t))
+
+    def _result_heard(self, text: str) -> None:
+        """From the reader thread: a result code no command waited for."""
+        self._hear(lambda t: self.reports.result(text, t, self._setting_up))
+
+    def _hear(self, what: Callable[[float], list[LineEvent]]) -> None:
+        """What the modem reported at line time now, to the line's ears (on
+        hook, nothing is heard)."""
+        now, ears = self._line_time(), self.ears
+        if now is None or ears is None:
+            return
+        events = what(now)
+        for event in events:
+            log.debug("line %s heard %s at %.2f s", self.name, event, event.t)
+        ears.heard(events, now)
+
+    @contextlib.contextmanager
+    def _clock(self) -> Iterator[None]:
+        """A set-up's waits end on line time, and the modem reports only when
+        something happens: line time is told as it passes."""
+        stop = threading.Event()
+
+        def tell() -> None:
+            while not stop.wait(TICK_S):
+                self._hear(lambda t: [])
+
+        thread = threading.Thread(target=tell, name=f"{self.name}-setup-clock", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(1.0)
 
     # -- ringing -----------------------------------------------------------------
     def _ring_heard(self) -> None:

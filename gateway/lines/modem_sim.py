@@ -19,16 +19,31 @@ side the way a Hayes-style voice modem does:
 - closing the port (the last slave file descriptor) is the simulator's DTR
   drop: like a modem set to ``&D2`` it goes on hook.
 
+- what its line side hears, as V.253 voice-mode event reports (``<DLE>``
+  and a code) and unsolicited result codes: a far end (:class:`FarEnd`,
+  per dialled number, from :attr:`SimulatedModem.far_end`) gives the dial
+  its result and a timeline of what happens on the line after it (dial
+  tone, ringback, busy, silence, quiet, a loop-current break, keys, the
+  call dropped), which the modem reports at those moments while it is
+  off hook; keys in the form its chipset uses (:attr:`SimulatedModem.dtmf_form`),
+  and, with :attr:`SimulatedModem.hears_own_keys`, its own ``+VTS`` keys too,
+  as a modem whose receiver hears its transmitter does.
+
 Tests drive the failure modes: :meth:`~SimulatedModem.ring`,
 :meth:`~SimulatedModem.hang` (stop answering), :meth:`~SimulatedModem.vanish`
 (the USB modem is unplugged: the pty is closed and its stable name removed,
 as udev removes a symlink) and :meth:`~SimulatedModem.reappear`.
+
+The codes are typed in here from V.253 and the modem manuals, not taken
+from the driver they test.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import heapq
 import logging
 import os
 import select
@@ -38,8 +53,10 @@ import threading
 import time
 import tty
 import weakref
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -58,6 +75,143 @@ FACTORY_VTD = 10
 #: V.253's +VTS frequency range: 0 (no tone) or 200-3000 Hz; durations 0-255.
 TONE_HZ = (200, 3000)
 MAX_UNITS = 255
+
+DLE = b"\x10"
+#: V.253 simple event reports (DCE to DTE), by what the line side heard.
+EVENT_CODES = {
+    "dial": b"d",
+    "busy": b"b",
+    "ringback": b"r",
+    "silence": b"s",
+    "quiet": b"q",
+    "loop": b"l",
+}
+#: Result codes a modem sends on its own when it drops a call.
+DROP_RESULTS = ("NO CARRIER", "BUSY", "NO ANSWER")
+#: Results of ``ATD`` in voice mode (V.250, V.253's VCON).
+DIAL_RESULTS = ("VCON", "OK", "CONNECT", "BUSY", "NO DIALTONE", "NO DIAL TONE", "NO CARRIER",
+                "NO ANSWER")
+#: ``dtmf_form``: a key as ``<DLE>5`` alone, or bracketed ``<DLE>/ <DLE>5 ... <DLE>~``
+#: (V.253; USRobotics 5637), with the key repeated while it lasts (Intel's chipsets).
+DTMF_FORMS = ("plain", "bracketed")
+#: The end of a bracketed key: ``~``, or DEL on Intel's chipsets.
+DTMF_END = b"~"
+#: A DTMF receiver needs this much of a key before it reports it.
+DTMF_DETECT_S = 0.04
+#: A bracketing modem repeats the key this often while it lasts.
+DTMF_REPEAT_S = 0.1
+
+
+@dataclass(frozen=True)
+class FarEvent:
+    """Something the modem's line side hears, ``at`` seconds after the modem
+    went off hook to dial: one of :data:`EVENT_CODES`, a key (``"5"``,
+    sounding ``ms``), or one of :data:`DROP_RESULTS` (the modem reports it
+    and goes on hook: the call is gone)."""
+
+    at: float
+    what: str
+    ms: int = 100
+
+    def __post_init__(self) -> None:
+        if not (self.what in EVENT_CODES or self.what in DROP_RESULTS
+                or (len(self.what) == 1 and self.what in KEYS)):
+            raise ValueError(f"{self.what!r} is not something a modem reports")
+        if self.at < 0 or self.ms <= 0:
+            raise ValueError("a far event needs at >= 0 and ms > 0")
+
+
+@dataclass(frozen=True)
+class FarEnd:
+    """What dialling a number comes to: the dial's ``result`` after
+    ``result_at`` seconds, and the line's ``events`` from going off hook on
+    (those from before the result are reported during the dial)."""
+
+    result: str = "VCON"
+    result_at: float = 0.05
+    events: tuple[FarEvent, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.result not in DIAL_RESULTS:
+            raise ValueError(f"{self.result!r} is not a dial result")
+
+
+class FarEndSource(Protocol):
+    """Where the modem learns what a dialled number does. The simulated
+    exchange will be one (its far end's timeline turned into these events);
+    until then :class:`ScriptedFarEnds`."""
+
+    def dialled(self, number: str) -> FarEnd | None:
+        """The far end of ``number``; None: the modem's own defaults."""
+
+
+@dataclass
+class ScriptedFarEnds:
+    """Far ends by dialled number (as the modem received it: commas for pauses)."""
+
+    numbers: Mapping[str, FarEnd] = field(default_factory=dict)
+
+    def dialled(self, number: str) -> FarEnd | None:
+        return self.numbers.get(number)
+
+
+class _Timeline:
+    """Writes to the host due at given moments, from a thread of its own;
+    :meth:`clear` drops those not yet due (the modem went on hook)."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, Callable[[], None]]] = []
+        self._cond = threading.Condition()
+        self._count = 0
+        self._running = False
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="modem-sim-line", daemon=True)
+        self._thread.start()
+
+    def at(self, when: float, action: Callable[[], None]) -> None:
+        with self._cond:
+            self._count += 1
+            heapq.heappush(self._due, (when, self._count, action))
+            self._cond.notify_all()
+
+    def clear(self) -> None:
+        with self._cond:
+            self._due.clear()
+
+    def settle(self, until: float, timeout: float = 2.0) -> None:
+        """Wait until what was due by ``until`` has been written, so that the
+        host reads it in time order with what the modem writes next."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while (self._running or (self._due and self._due[0][0] <= until)) and (
+                    not self._stopping and time.monotonic() < deadline):
+                self._cond.wait(0.01)
+
+    def close(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._due.clear()
+            self._cond.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join(2)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping and (
+                        not self._due or self._due[0][0] > time.monotonic()):
+                    self._cond.wait(None if not self._due
+                                    else self._due[0][0] - time.monotonic())
+                if self._stopping:
+                    return
+                _, _, action = heapq.heappop(self._due)
+                self._running = True
+            try:
+                action()
+            finally:
+                with self._cond:
+                    self._running = False
+                    self._cond.notify_all()
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +253,22 @@ class SimulatedModem:
     def __init__(self, buffer: int = DEFAULT_BUFFER, silence_tones: bool = True) -> None:
         self.buffer = buffer
         self.silence_tones = silence_tones
-        #: Final result of the next ``ATD`` in voice mode (``BUSY``, ``NO DIALTONE``...).
+        #: Final result of an ``ATD`` in voice mode (``BUSY``, ``NO DIALTONE``...)
+        #: to a number :attr:`far_end` does not know.
         self.dial_result = "VCON"
-        #: Seconds a dial takes before its result.
+        #: Seconds such a dial takes before its result.
         self.dial_seconds = 0.05
+        #: What each dialled number does (None: every number as above).
+        self.far_end: FarEndSource | None = None
+        #: How keys the line side hears are reported (:data:`DTMF_FORMS`) ...
+        self.dtmf_form = "plain"
+        #: ... and what ends a bracketed one (``~``, or ``\x7f`` as Intel's do).
+        self.dtmf_end = DTMF_END
+        #: The modem's receiver hears its own ``+VTS`` keys and reports them.
+        self.hears_own_keys = False
+        #: ``(time.monotonic(), bytes)`` of every report sent to the host.
+        self.reports: list[tuple[float, bytes]] = []
+        self._line_side: _Timeline | None = None
         self._dir = Path(tempfile.mkdtemp(prefix="modem-sim-"))
         self.port = str(self._dir / "ttyMODEM")
         self._lock = threading.Lock()  # state shared with the test thread
@@ -130,6 +296,7 @@ class SimulatedModem:
     # -- lifecycle ------------------------------------------------------------
     def start(self) -> SimulatedModem:
         self._open_pty()
+        self._line_side = _Timeline()
         self._thread = threading.Thread(target=self._run, name="modem-sim", daemon=True)
         self._thread.start()
         return self
@@ -139,6 +306,8 @@ class SimulatedModem:
         self._stopping = True
         self._interrupt.set()
         self._wake()
+        if self._line_side is not None:
+            self._line_side.close()
         if self._thread is not None:
             self._thread.join(2)
             self._thread = None
@@ -190,6 +359,11 @@ class SimulatedModem:
         if self.off_hook:
             return False
         return self._send_if_connected("RING")
+
+    def hear(self, *events: FarEvent) -> None:
+        """The line side hears ``events``, timed from now (a caller's keys in
+        an answered incoming call); reported while the modem stays off hook."""
+        self._schedule(events, time.monotonic())
 
     def interject(self, text: str) -> None:
         """Send ``text`` as an unsolicited line just before the next final result."""
@@ -346,6 +520,55 @@ class SimulatedModem:
         history = self.hook_history
         if not history or history[-1][1] != off_hook:
             history.append((time.monotonic(), off_hook))
+        if not off_hook and self._line_side is not None:
+            # On hook the line side hears nothing more of that call.
+            self._line_side.clear()
+
+    # -- what the line side hears, reported ------------------------------------------
+    def _schedule(self, events: tuple[FarEvent, ...] | list[FarEvent], began: float) -> None:
+        for event in events:
+            at = began + event.at
+            if event.what in EVENT_CODES:
+                self._report_at(at, DLE + EVENT_CODES[event.what])
+            elif event.what in DROP_RESULTS:
+                self._at(at, functools.partial(self._drop, event.what))
+            else:
+                self._key_at(at, event.what, event.ms / 1000)
+
+    def _key_at(self, at: float, key: str, seconds: float) -> None:
+        code = DLE + key.encode("ascii")
+        detected = at + min(DTMF_DETECT_S, seconds)
+        if self.dtmf_form == "plain":
+            self._report_at(detected, code)
+            return
+        self._report_at(detected, DLE + b"/" + code)
+        repeat = detected + DTMF_REPEAT_S
+        while repeat < at + seconds:
+            self._report_at(repeat, code)
+            repeat += DTMF_REPEAT_S
+        self._report_at(at + seconds, DLE + self.dtmf_end)
+
+    def _at(self, when: float, action: Callable[[], None]) -> None:
+        if self._line_side is not None:
+            self._line_side.at(when, action)
+
+    def _report_at(self, when: float, data: bytes) -> None:
+        self._at(when, functools.partial(self._report, data))
+
+    def _report(self, data: bytes) -> None:
+        if not self.off_hook or self.hung:
+            return
+        with self._lock:
+            self.reports.append((time.monotonic(), data))
+        self._write(data)
+
+    def _drop(self, text: str) -> None:
+        if not self.off_hook or self.hung:
+            return
+        with self._lock:
+            self.reports.append((time.monotonic(), text.encode("ascii")))
+        self._send(text)
+        self._set_hook(False)
 
     # -- command interpreter ------------------------------------------------------
     def _command_line(self, line: str) -> None:
@@ -527,6 +750,10 @@ class SimulatedModem:
             offset += ms / 1000
         with self._lock:
             self.tones.extend(played)
+        if self.hears_own_keys:
+            for tone in played:
+                if tone.on_line and tone.key is not None and tone.key != HOOK_FLASH:
+                    self._key_at(tone.at, tone.key, tone.ms / 1000)
         # The tones take their time before the modem answers. DTR is a wire,
         # not a command: a host that drops it (closes the port) hangs the
         # modem up at once (&D2), mid-tone, and what was left is never played.
@@ -535,6 +762,9 @@ class SimulatedModem:
             with self._lock:
                 self.tones[:] = [_cut(t, dropped) for t in self.tones if t.at < dropped]
             self._host_closed()
+        elif self._line_side is not None:
+            # What the receiver heard of the tones reaches the host before the OK.
+            self._line_side.settle(began + offset)
 
     def _wait_unless_dtr_drops(self, seconds: float) -> float | None:
         """Wait ``seconds``; the moment the host closed the port, if it did."""
@@ -558,12 +788,22 @@ class SimulatedModem:
             raise _Syntax("dial string")
         with self._lock:
             self.dialled.append(number)
+        began = time.monotonic()
         self._set_hook(True)
-        self._interrupt.wait(self.dial_seconds)
-        result = self.dial_result if self.fclass == VOICE_CLASS else "NO CARRIER"
-        if result not in ("OK", "VCON", "CONNECT"):
+        far = self.far_end.dialled(number) if self.far_end is not None else None
+        if far is None:
+            far = FarEnd(self.dial_result, self.dial_seconds)
+        if self.fclass != VOICE_CLASS:
+            far = FarEnd("NO CARRIER", far.result_at)
+        self._schedule(far.events, began)
+        if self._wait_unless_dtr_drops(far.result_at) is not None:
+            self._host_closed()
+        elif self._line_side is not None:
+            # What the line side heard during the dial reaches the host before its result.
+            self._line_side.settle(began + far.result_at)
+        if far.result not in ("OK", "VCON", "CONNECT"):
             self._set_hook(False)
-        return result
+        return far.result
 
 
 class SimulatedModemRecorder(RenderedRecorder[int]):

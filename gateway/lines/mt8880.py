@@ -14,6 +14,9 @@ Layers, each named as on the datasheet:
   initialisation sequence, and the two ways of sending a digit.
 - :class:`MT8880Line` -- the phone line: hook relay, ring detect, timing of
   tones, gaps and pauses, and the fail-safe rules of :mod:`gateway.lines.base`.
+  Off hook it hears (``listen``): the receiver's keys in DTMF mode and, with
+  IRQ/CP wired, a call's set-up in call-progress mode
+  (:mod:`gateway.lines.mt8880_hearing`); it dials and sends in DTMF mode only.
 
 Transmit modes: non-burst (default) keeps the tone on for as long as CRA.TOUT
 is set, so the requested Duration and Gap are honoured; burst uses the chip's
@@ -47,10 +50,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.detect import COUNTRIES, Dtmf
 from gateway.errors import LineFault, LineInterrupted
 from gateway.keys import Pause, Tone
 from gateway.lines.base import CallTiming, HookState, LineDriver, Party
 from gateway.lines.gpio import PULLS, GpioOptions, LineControl, pin_factory, pull_word
+from gateway.lines.hearing import Hears, LineEvent
+from gateway.lines.mt8880_hearing import ChipEars, EdgeProgress
 from gateway.tones import ToneEngine, TonePlan
 
 log = logging.getLogger(__name__)
@@ -169,6 +175,10 @@ class MT8880Bus:
             self._numbers += (irq_pin,)
         #: Set by a falling edge on IRQ/CP (the chip wants attention).
         self.irq_event: threading.Event | None = None
+        #: Monotonic times of IRQ/CP's falling edges, for call-progress mode,
+        #: where the pin carries the tone's rectangular wave (bounded: about
+        #: 10 s of a 400 Hz tone, far more than a hearing tick leaves).
+        self.irq_edges: collections.deque[float] = collections.deque(maxlen=4096)
         self.irq: Any = None
         self._lock = threading.RLock()
         self._reserved = False
@@ -209,7 +219,15 @@ class MT8880Bus:
 
     def _irq_edge(self, ticks: object, state: object) -> None:
         if self.irq_event is not None and not state:
+            # The clock of the callback itself: gpiozero's ticks are opaque
+            # and differ between pin libraries.
+            self.irq_edges.append(time.monotonic())
             self.irq_event.set()
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held for a cycle; hold it across cycles that must not be split."""
+        return self._lock
 
     def _conflicts_with(self, other: object) -> bool:
         # gpiozero's reservation protocol: nobody else may use the bus pins.
@@ -296,13 +314,48 @@ class MT8880Bus:
                 self._reserved = False
 
 
+@dataclass(frozen=True)
+class Received:
+    """A digit read from the receive data register."""
+
+    key: str
+    #: Monotonic time of the status read that found RDRF ...
+    at: float
+    #: ... and of the status read before it: the chip latched the digit in between.
+    since: float
+    #: The delayed-steering flag (status b3) in that read and the one before.
+    steering: bool
+    steering_before: bool
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A key this chip put on TONE, from ``start`` to ``end`` (monotonic)."""
+
+    key: str
+    start: float
+    end: float
+
+
+#: The receiver latches a key while it sounds; a latch this long after one
+#: of our own keys ended is not its echo (the data sheet's tone-absent
+#: detection is a few ms; the rest is margin for a late status read).
+ECHO_TAIL_S = 0.1
+
+
 class MT8880:
-    """The chip's registers and transmitter, over an :class:`MT8880Bus`.
+    """The chip's registers, transmitter and receiver, over an :class:`MT8880Bus`.
 
     Control registers cannot be read back, so :attr:`cra` and :attr:`crb` are
-    the shadow copies of what was last written. The CP bit is never set: this
-    driver has no call-progress feature, and CP with DTMF doubles the bursts
-    and deafens the receiver.
+    the shadow copies of what was last written. CRA.CP (call-progress mode) is
+    never set together with TOUT: the driver sends only in DTMF mode, where a
+    burst is the 51 ms it expects (the data sheet doubles it in CP mode).
+
+    Every status read goes through :meth:`read_status`, which reads a digit
+    waiting in the receive data register at once (that read clears RDRF), so
+    whichever thread reads the status, no received key is lost: they queue in
+    :attr:`received`. The keys this chip sent are kept in :attr:`sent`, so
+    that their echo through the line interface's hybrid can be told apart.
     """
 
     def __init__(self, bus: MT8880Bus) -> None:
@@ -313,10 +366,32 @@ class MT8880:
         self.busy_until = 0.0
         #: How long the last burst took to TDRE (102 ms with the right crystal).
         self.last_burst_s: float | None = None
+        self.received: collections.deque[Received] = collections.deque(maxlen=32)
+        self.sent: collections.deque[Sent] = collections.deque(maxlen=64)
+        self._status_at = time.monotonic()
+        self._steering = False
+        self._transmit = ""
+        self._tone_from: float | None = None
 
     # -- registers ---------------------------------------------------------------
     def read_status(self) -> Status:
-        return Status(self.bus.read(RS0.CONTROL))
+        """Read the status register (which clears IRQ and TDRE); a digit
+        waiting (RDRF) is read from the receive data register straight away."""
+        with self.bus.lock:
+            status = Status(self.bus.read(RS0.CONTROL))
+            now = time.monotonic()
+            steering = bool(status & Status.DSTEER)
+            if status & Status.RDRF:
+                self.received.append(Received(self.read_receive(), now, self._status_at,
+                                              steering, self._steering))
+            self._status_at = now
+            self._steering = steering
+        return status
+
+    @property
+    def steering(self) -> bool:
+        """The delayed-steering flag as the last status read saw it."""
+        return self._steering
 
     def read_receive(self) -> str:
         """The last digit the receiver decoded (clears RDRF)."""
@@ -324,12 +399,26 @@ class MT8880:
 
     def write_transmit(self, key: str) -> None:
         self.bus.write(RS0.DATA, TONE_CODES[key])
+        self._transmit = key
 
     def write_cra(self, value: CRA) -> None:
-        if value & CRA.CP:
-            raise ValueError("CRA.CP is never set: call-progress mode would corrupt DTMF")
+        if value & CRA.CP and value & CRA.TOUT:
+            raise ValueError("CRA.CP with TOUT: this driver sends only in DTMF mode "
+                             "(call-progress mode doubles the bursts)")
         self.bus.write(RS0.CONTROL, int(value))
-        self.cra = value & ~CRA.RSEL
+        before, self.cra = self.cra, value & ~CRA.RSEL
+        if value & CRA.TOUT and not before & CRA.TOUT:
+            self._tone_from = self.bus.latched_at
+        elif before & CRA.TOUT and not value & CRA.TOUT and self._tone_from is not None:
+            if not self.burst_mode:
+                self.sent.append(Sent(self._transmit, self._tone_from, self.bus.latched_at))
+            self._tone_from = None
+
+    def is_echo(self, digit: Received) -> bool:
+        """Whether ``digit`` may be this chip's own key heard back: the same
+        key, latched while it sounded (or just after)."""
+        return any(s.key == digit.key and s.start <= digit.at and s.end + ECHO_TAIL_S >= digit.since
+                   for s in self.sent)
 
     def write_crb(self, value: CRB) -> None:
         # CRB is reached only through a CRA write with RSEL; that write also
@@ -388,38 +477,39 @@ class MT8880:
         # The chip's timer starts as phi2 falls, before write_transmit returns.
         started = self.bus.latched_at
         self.busy_until = started + length
-        status = self.read_status()
-        reads = [status]
-        if status & Status.TDRE:
-            raise self._unlike_a_chip("TDRE set right after a code was written", status)
+        self.sent.append(Sent(key, started, started + BURST_TONE_S))
         deadline = started + timeout_s
+        reads: list[Status] = []
         while True:
-            now = time.monotonic()
-            if now >= deadline:
-                seen = ", ".join(sorted({f"0b{r:04b}" for r in reads}))
-                raise LineFault(
-                    f"MT8880 did not answer: TDRE not set {timeout_s * 1000:.0f} ms after "
-                    f"sending {key!r} (status reads: {seen})"
-                )
-            if irq is not None:
-                irq.wait(deadline - now)
-                # Cleared before the read, which releases IRQ: an edge from
-                # something else (RDRF) must not make this loop spin.
-                irq.clear()
-            else:
-                # Polled all through the burst, not only near its end: noise
-                # on D0-D3 shows TDRE early, which one late read would miss.
-                time.sleep(min(poll_s, deadline - now))
+            if reads:  # the first read comes at once: TDRE must be clear then
+                now = time.monotonic()
+                if now >= deadline:
+                    seen = ", ".join(sorted({f"0b{r:04b}" for r in reads}))
+                    raise LineFault(
+                        f"MT8880 did not answer: TDRE not set {timeout_s * 1000:.0f} ms after "
+                        f"sending {key!r} (status reads: {seen})"
+                    )
+                if irq is not None:
+                    irq.wait(deadline - now)
+                    # Cleared before the read, which releases IRQ: an edge from
+                    # something else (RDRF) must not make this loop spin.
+                    irq.clear()
+                else:
+                    # Polled all through the burst, not only near its end: noise
+                    # on D0-D3 shows TDRE early, which one late read would miss.
+                    time.sleep(min(poll_s, deadline - now))
             status = self.read_status()
             # The sample was taken before this moment: the burst took at most this.
             took = time.monotonic() - started
             reads.append(status)
             if not status & Status.TDRE:
                 continue
+            # TDRE early is no chip's; judged by the time the read really came
+            # (a thread preempted past the burst's end reads TDRE set, rightly).
             if took < EARLIEST_TDRE * length:
-                raise self._unlike_a_chip(
-                    f"TDRE set {took * 1000:.1f} ms into a {length * 1000:.0f} ms burst", status,
-                    early=True)
+                what = ("TDRE set right after a code was written" if len(reads) == 1
+                        else f"TDRE set {took * 1000:.1f} ms into a {length * 1000:.0f} ms burst")
+                raise self._unlike_a_chip(what, status, early=len(reads) > 1)
             again = self.read_status()
             if again & Status.TDRE:
                 raise self._unlike_a_chip("TDRE still set after the read that clears it", again)
@@ -469,6 +559,17 @@ class MT8880Options:
     tdre_timeout_ms: int = field(default=300, metadata={"min": 110, "max": 5000})
     #: Status polling interval while waiting for TDRE (without irq_pin).
     poll_ms: float = field(default=2.0, metadata={"min": 0.1, "max": 50.0})
+    #: Hear the line while off hook: the chip's receiver gives the far end's
+    #: keys and, with ``irq_pin``, its call-progress mode follows a call's
+    #: set-up. false for a board whose receiver input is not wired (left
+    #: floating, it chatters into the status register).
+    listen: bool = True
+    #: The call-progress cadences the line expects ("" = ``[tones] country``).
+    country: str = field(default="", metadata={"choices": ("", *sorted(COUNTRIES))})
+    #: How often the receiver's status is read for keys: always without
+    #: ``irq_pin``; with it, only while a key sounds (for its length). A key
+    #: waits in the receive register until the next, at least 80 ms later.
+    listen_poll_ms: float = field(default=10.0, metadata={"min": 1.0, "max": 20.0})
     #: Run on a simulated chip on mock pins (no hardware needed); the chip is
     #: attached where the line is assembled (:func:`gateway.lines.build_line`).
     simulate: bool = False
@@ -512,6 +613,104 @@ class MT8880Options:
 SPIN_S = 0.0015
 
 
+class Listening(enum.Enum):
+    """What the chip's receiver listens for (the README's driver table)."""
+
+    #: On hook, or ``listen = false``.
+    OFF = "off"
+    #: DTMF mode: the receiver decodes the far end's keys (and hears our own).
+    DTMF = "dtmf"
+    #: Call-progress mode (CRA.CP): IRQ/CP follows energy in the call-progress
+    #: band; no DTMF is decoded. Only with ``irq_pin``, while a call is set up.
+    CALL_PROGRESS = "call-progress"
+
+
+#: How often the hearing thread reports the time to the ears in CP mode.
+HEARING_TICK_S = 0.02
+#: With irq_pin, the status is still read this often: an IRQ edge missed
+#: (the pin was already low) must not leave a key waiting.
+IRQ_SAFETY_S = 0.1
+#: A key whose delayed-steering flag never drops is reported after this.
+LONGEST_KEY_S = 5.0
+#: Two keys latched closer than this are not a chip's: a new key needs a
+#: validated pause (about 20 ms) and a validated tone (about 30 ms) first.
+NEXT_KEY_S = 0.04
+
+
+class _KeyTracker:
+    """The receiver's keys, for the hearing thread: when to read the status,
+    which digits are our own echo or no chip's doing, and how long each key
+    lasted (the delayed-steering flag, status b3, high while it sounds)."""
+
+    def __init__(self, line: MT8880Line) -> None:
+        self.line = line
+        #: An IRQ edge came: read the status at once.
+        self.irq = False
+        self._read_at = 0.0
+        self._last_latch = -1.0
+        self._pending: Received | None = None
+
+    @property
+    def wait_s(self) -> float:
+        """How long the hearing thread may wait (for IRQ, where wired) before the next poll."""
+        opts = self.line.options
+        if opts.irq_pin is None or self._pending is not None:
+            return opts.listen_poll_ms / 1000
+        return IRQ_SAFETY_S
+
+    def poll(self, chip: MT8880) -> list[LineEvent]:
+        line = self.line
+        now = time.monotonic()
+        due = (line.options.irq_pin is None or self.irq or self._pending is not None
+               or now - self._read_at >= IRQ_SAFETY_S)
+        # Never in the middle of sending: the tones' timing comes first, and
+        # a burst's own status reads collect any digit meanwhile.
+        if due and line._lock.acquire(blocking=False):
+            try:
+                if line.chip is chip and line._listening is Listening.DTMF:
+                    status = chip.read_status()
+                    self._read_at, self.irq = now, False
+                    if status & Status.TDRE:
+                        raise LineFault(f"MT8880 status reads {describe(status)} with no burst "
+                                        "sent: no chip gives that (noise on D0-D3?)")
+            finally:
+                line._lock.release()
+        events: list[LineEvent] = []
+        while chip.received:
+            digit = chip.received.popleft()
+            if chip.is_echo(digit):
+                line.echoes += 1
+                log.debug("line %s: heard our own %s back", line.name, digit.key)
+                continue
+            if digit.at - self._last_latch < NEXT_KEY_S:
+                raise LineFault(f"MT8880 receive register full again "
+                                f"{(digit.at - self._last_latch) * 1000:.0f} ms after it was "
+                                "read: RDRF stuck (D2 shorted high?)")
+            self._last_latch = digit.at
+            events += self.flush()
+            if digit.steering and not digit.steering_before:
+                self._pending = digit  # reported when the flag drops: the key's end
+            else:
+                events.append(self._key(digit, 0.0))
+        pending = self._pending
+        if pending is not None and (
+                (not chip.steering and self._read_at > pending.at)
+                or now - pending.at > LONGEST_KEY_S):
+            events += self.flush()
+        return events
+
+    def flush(self) -> list[LineEvent]:
+        """The key in progress, reported now."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return []
+        return [self._key(pending, max(0.0, self._read_at - pending.at))]
+
+    def _key(self, digit: Received, seconds: float) -> Dtmf:
+        self.line.keys_heard += 1
+        return Dtmf(round(digit.at - self.line._offhook_at, 3), digit.key, round(seconds * 1000))
+
+
 class MT8880Line(LineDriver):
     """A phone line whose tones come from an MT8880 on GPIO.
 
@@ -552,6 +751,20 @@ class MT8880Line(LineDriver):
         # When a burst this driver started is surely over, across close and
         # open: a code written during a burst is refused by the chip's rules.
         self._quiet_at = 0.0
+        self._listening = Listening.OFF
+        self._hearing_stop = threading.Event()
+        self._hearing_stop.set()
+        self._offhook_at = 0.0
+        self.keys_heard = 0
+        self.echoes = 0
+        if options.listen:
+            hears = Hears.KEYS
+            if options.irq_pin is not None:
+                # IRQ/CP is the only way out of the chip for call progress.
+                hears |= Hears.TONES | Hears.VOICE
+            if options.gpio.loop_current_pin is not None:
+                hears |= Hears.LOOP
+            self.ears = ChipEars(name, hears, options.country or "us", self._talk)
 
     # -- lifecycle -------------------------------------------------------------------
     def open(self) -> None:
@@ -564,7 +777,8 @@ class MT8880Line(LineDriver):
                 gpio = self.options.gpio
                 # Every ring is reported: the call layer groups them into a call
                 # and keeps it ringing until they stop.
-                self.control = LineControl(self.name, gpio, on_ring=self._ring, factory=factory)
+                self.control = LineControl(self.name, gpio, on_ring=self._ring, factory=factory,
+                                           on_loop_break=self.loop_break, line_clock=self._now)
                 self.control.open()
                 opts = self.options
                 data = (opts.data_pins[0], opts.data_pins[1], opts.data_pins[2], opts.data_pins[3])
@@ -693,6 +907,7 @@ class MT8880Line(LineDriver):
                 raise self._fail(str(exc)) from exc
             self._hook = HookState.OFF_HOOK
             self._released.clear()
+            self._start_hearing()
 
     def on_hook(self) -> None:
         self._hook = HookState.ON_HOOK
@@ -700,6 +915,7 @@ class MT8880Line(LineDriver):
         control = self.control
         if control is not None:
             control.on_hook()
+        self._stop_hearing()
 
     def _fail(self, message: str) -> LineFault:
         """Record a fault, drop the line, and give the exception to raise."""
@@ -715,11 +931,19 @@ class MT8880Line(LineDriver):
             if self._hook is not HookState.OFF_HOOK:
                 raise LineFault("the line is on hook: tones would reach nobody")
             self._in_emit = True
+            # The chip decodes no DTMF in call-progress mode and doubles its
+            # bursts there: dialling happens in DTMF mode, and the set-up is
+            # followed again once the digits are out.
+            following = self._listening is Listening.CALL_PROGRESS
             try:
+                if following:
+                    self._listen(Listening.DTMF)
                 if chip.burst_mode:
                     self._emit_burst(chip, plan)
                 else:
                     self._emit_timed(chip, plan)
+                if following and self._hook is HookState.OFF_HOOK:
+                    self._listen(Listening.CALL_PROGRESS)
             except LineInterrupted:
                 # On hook from another thread (a hang-up): TOUT off, the relay
                 # is already released; no fault of the chip.
@@ -737,7 +961,7 @@ class MT8880Line(LineDriver):
     def _silence(self, chip: MT8880) -> None:
         # A dead chip cannot be silenced; the relay drops next.
         with contextlib.suppress(Exception):
-            chip.write_cra(CRA(0))
+            chip.write_cra(self._resting_cra(Listening.DTMF))
 
     def _emit_timed(self, chip: MT8880, plan: TonePlan) -> None:
         """Non-burst: the driver times every edge. Each tone and gap is
@@ -773,7 +997,7 @@ class MT8880Line(LineDriver):
                     assert isinstance(symbol, Tone)
                     self._burst(symbol.key)
         finally:
-            chip.write_cra(CRA(0))
+            chip.write_cra(self._resting_cra(self._listening))
 
     def _burst_cra(self) -> CRA:
         return CRA.TOUT | (CRA.IRQ if self.options.irq_pin is not None else CRA(0))
@@ -784,6 +1008,119 @@ class MT8880Line(LineDriver):
         self._check_interrupted()
         chip.burst(key, self.options.tdre_timeout_ms / 1000, self.options.poll_ms / 1000,
                    bus.irq_event)
+
+    # -- hearing -------------------------------------------------------------------------
+    def _resting_cra(self, mode: Listening) -> CRA:
+        """CRA between tones: IRQ where the pin is wired, CP in CP mode."""
+        if mode is Listening.OFF:
+            return CRA(0)
+        cra = CRA.IRQ if self.options.irq_pin is not None else CRA(0)
+        return cra | CRA.CP if mode is Listening.CALL_PROGRESS else cra
+
+    def _listen(self, mode: Listening) -> None:
+        """Put the receiver in ``mode`` (with the lock held, the chip open)."""
+        chip = self._ready_chip()
+        if mode is not self._listening:
+            log.debug("line %s: MT8880 receiver now in %s mode", self.name, mode.value)
+        chip.write_cra(self._resting_cra(mode))
+        if mode is Listening.CALL_PROGRESS:
+            chip.bus.irq_edges.clear()  # edges of the other mode meant something else
+        self._listening = mode
+
+    def _start_hearing(self) -> None:
+        """Off hook: listen (with the lock held), and start the hearing thread."""
+        ears = self.ears
+        if ears is None:
+            return
+        self._stop_hearing()
+        self._offhook_at = time.monotonic()
+        ears.start()
+        if ears.hears & Hears.TONES:
+            self._listen(Listening.CALL_PROGRESS)
+        else:
+            self._listen(Listening.DTMF)
+        stop = threading.Event()
+        self._hearing_stop = stop
+        threading.Thread(target=self._hear, args=(stop, ears), name=f"{self.name}-hearing",
+                         daemon=True).start()
+
+    def _stop_hearing(self) -> None:
+        """On hook (from any thread, never waiting): hearing stops, and with it
+        a set-up waiting on it. The chip's mode is left: the next off-hook sets it."""
+        self._hearing_stop.set()
+        self._listening = Listening.OFF
+        if self.ears is not None:
+            self.ears.stop()
+
+    def _talk(self) -> None:
+        """The call is up (ears.talking, on the line's worker): DTMF mode, to
+        hear the far end's keys. From here the chip hears no call-progress
+        tone: a far end that hangs up is noticed only by loop-current sense."""
+        with self._lock:
+            if self.chip is not None and self._listening is Listening.CALL_PROGRESS:
+                self._listen(Listening.DTMF)
+
+    def _now(self) -> float:
+        """Line time: seconds since off hook."""
+        return time.monotonic() - self._offhook_at
+
+    def _hear(self, stop: threading.Event, ears: ChipEars) -> None:
+        """The hearing thread, off hook to on hook: call progress from the
+        IRQ/CP edges in CP mode, keys from the receiver in DTMF mode, and the
+        passing of time, to the ears."""
+        progress = EdgeProgress(self.options.country or "us")
+        keys = _KeyTracker(self)
+        mode = Listening.OFF
+        try:
+            while not stop.is_set():
+                now_mode = self._listening
+                events: list[LineEvent] = []
+                chip = self.chip
+                if chip is None:
+                    return
+                if now_mode is Listening.CALL_PROGRESS:
+                    if mode is not now_mode:
+                        progress.reset(self._now())
+                    edges = chip.bus.irq_edges
+                    times = [edges.popleft() - self._offhook_at for _ in range(len(edges))]
+                    events = progress.feed(times, self._now())
+                    wait = HEARING_TICK_S
+                elif now_mode is Listening.DTMF:
+                    events = keys.poll(chip)
+                    wait = keys.wait_s
+                else:
+                    wait = HEARING_TICK_S
+                if now_mode is not Listening.DTMF:
+                    events += keys.flush()
+                mode = now_mode
+                if stop.is_set():
+                    return
+                ears.heard(events, self._now())
+                irq = chip.bus.irq_event
+                if now_mode is Listening.DTMF and irq is not None:
+                    if irq.wait(wait):
+                        keys.irq = True
+                        irq.clear()
+                else:
+                    stop.wait(wait)
+        except LineFault as exc:
+            if not stop.is_set():
+                log.error("line %s: hearing failed: %s", self.name, exc)
+                ears.failed(exc)
+        except Exception as exc:
+            if not stop.is_set():
+                log.exception("line %s: hearing failed", self.name)
+                ears.failed(LineFault(f"MT8880: {exc}"))
+
+    def loop_break(self, event: LineEvent) -> None:
+        """What loop-current sense reports (a :class:`LoopBreak`), timed in
+        line time (:meth:`_now`): to the ears. The one thing the line hears of
+        a far end that hangs up during the talk, since the chip is in DTMF
+        mode then."""
+        ears = self.ears
+        if ears is None or self._hook is not HookState.OFF_HOOK:
+            return
+        ears.heard([event], self._now())
 
     # -- waiting -----------------------------------------------------------------------
     def _wait(self, seconds: float) -> None:
@@ -817,6 +1154,10 @@ class MT8880Line(LineDriver):
         chip = self.chip
         out["mode"] = "burst" if self.options.burst else "non-burst"
         out["simulated"] = self.options.simulate
+        out["listening"] = self._listening.value
+        heard = [f.name.lower() for f in Hears if f & self.hears and f.name]
+        out["hears"] = "+".join(heard) or "nothing"
+        out["keys_heard"] = self.keys_heard
         proven = self._can_prove and chip is not None and chip.last_burst_s is not None
         out["chip"] = "proven" if proven else "unproven"
         out["chip_check"] = self._proof

@@ -13,6 +13,17 @@ drives D0-D3 while phi2 is high on reads, keeps the registers, runs the burst
 timer and TDRE, raises IRQ, and records what its TONE pin emits so tests can
 render it with the tone engine and decode it with multimon-ng.
 
+It also hears the line (:meth:`MT8880Simulator.connect_line`): the far end's
+audio, plus its own TONE through the line interface's hybrid, while the hook
+relay is closed. In DTMF mode a receiver of its own (Goertzel at the Q.23
+frequencies, the data sheet's level and twist limits, and the guard times of
+the wiring notes' steering RC) latches each key into the receive data
+register with RDRF, IRQ and the delayed-steering flag; in call-progress mode
+(CRA.CP with CRA.IRQ) IRQ/CP toggles at the strongest frequency in the
+data sheet's call-progress band while that band holds enough energy, and no
+DTMF is decoded. The audio is taken in real time, every 10 ms; what IRQ/CP
+and the status register show is true from then.
+
 Wiring assumed (firmware-notes/mt8880.md): D0-D3 through a 74LVC245 whose
 direction follows R/W and whose outputs are always enabled, so the shifter
 drives the Pi side whenever R/W is high.
@@ -60,6 +71,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 from gpiozero.pins.mock import MockFactory, MockPin
 
 from gateway.lines.recording import DEFAULT_MAX_RECORD_S, RenderedRecorder
@@ -128,6 +140,200 @@ INIT_SEQUENCE: tuple[tuple[bool, int | None], ...] = (
 
 #: How many bus cycles and tone segments the simulator remembers.
 HISTORY = 100_000
+
+# -- the receiver and the call-progress filter, typed in here too ------------------------
+
+#: The receiver works on the line at 8 kHz (a far end at a multiple of it is
+#: decimated); levels are dBm0 there, taking the line interface at unity gain
+#: (0 dBm on the line = 0 dBm0 = a sine 3.14 dB below full scale).
+RATE = 8000
+FULL_SCALE_DBM0 = 3.14
+#: ITU-T Q.23 row (low group) and column (high group) frequencies, Hz.
+ROW_HZ = (697.0, 770.0, 852.0, 941.0)
+COLUMN_HZ = (1209.0, 1336.0, 1477.0, 1633.0)
+#: "Valid input signal levels (each tone of composite signal)": -29 dBm and up.
+MIN_TONE_DBM0 = -29.0
+#: "Positive twist accept" and "negative twist accept": 8 dB each way.
+TWIST_DB = 8.0
+#: The two tones must hold this share of what the receiver hears (speech,
+#: dial tone and noise spread theirs elsewhere). The chip's filters are not
+#: modelled further: this receiver is good enough to judge a driver by, not a
+#: Q.24 reference.
+TONE_SHARE = 0.6
+#: Goertzel over 17 ms every 5 ms: the tone-present/absent detection of the
+#: model takes about 10 ms each way, as the data sheet's t_DP and t_DA.
+KEY_WINDOW, KEY_HOP = 136, 40
+#: The steering RC of the wiring notes (R3 = 300 k, C3 = 100 nF) and the data
+#: sheet's guard-time formulas, VDD = 5 V and V_TSt = 2.35 V (typical):
+#: t_GTP = RC ln(VDD / (VDD - V_TSt)), t_GTA = RC ln(VDD / V_TSt).
+STEERING_RC_S = 300e3 * 100e-9
+GUARD_TONE_S = STEERING_RC_S * float(np.log(5.0 / (5.0 - 2.35)))
+GUARD_PAUSE_S = STEERING_RC_S * float(np.log(5.0 / 2.35))
+#: Call-progress mode: the band the filter accepts and the level it needs
+#: (the data sheet's "accept bandwidth" 310-500 Hz, detect level -30 dBm;
+#: **verify**, firmware-notes/mt8880.md). The comparator's output toggles at
+#: the strongest frequency in that band.
+CP_BAND_HZ = (310.0, 500.0)
+CP_DETECT_DBM0 = -30.0
+CP_WINDOW, CP_HOP = 400, 80
+#: The chip's own TONE reaches its receiver through the line interface's
+#: hybrid: the data sheet's output levels (row -16 dBm, column -14 dBm,
+#: **verify**) less a trans-hybrid loss of 10 dB (typical of a DAA; **verify**).
+ECHO_ROW_DBM0, ECHO_COLUMN_DBM0 = -26.0, -24.0
+#: A far end's audio, pulled as the chip listens: the next ``n`` samples at
+#: :data:`RATE`, or an object like :class:`gateway.lines.hearing.CaptureSource`.
+FarEnd = Any
+
+
+def _peak(dbm0: float) -> float:
+    """A sine's peak in int16 units at ``dbm0``."""
+    return float(32767 * 10 ** ((dbm0 - FULL_SCALE_DBM0) / 20))
+
+
+class _Receiver:
+    """The DTMF receiver: Goertzel at the eight frequencies, the signal
+    condition (early steering), then the steering RC's guard times."""
+
+    def __init__(self, guard_tone_s: float, guard_pause_s: float) -> None:
+        self.guard_tone_s = guard_tone_s
+        self.guard_pause_s = guard_pause_s
+        n = np.arange(KEY_WINDOW)
+        self._basis = np.exp(-2j * np.pi * np.outer(n, ROW_HZ + COLUMN_HZ) / RATE)
+        self._keys = {(low, high): key for key, low, high in DATASHEET_CODES.values()}
+        self._min_amp = _peak(MIN_TONE_DBM0)
+        self.reset()
+
+    def reset(self) -> None:
+        self._buf = np.zeros(0)
+        self._candidate: str | None = None
+        # How long the signal condition has held for the candidate, and how
+        # long it has been gone: from the first window that showed it, so a
+        # tone of 20 ms is never registered whatever its phase to the hops.
+        self._present = 0.0
+        self._absent = float("inf")
+        self.latched: str | None = None  # registered, its pause not yet validated
+
+    def feed(self, x: npt.NDArray[np.float64]) -> list[str | None]:
+        """Samples heard; per registration the key, per validated pause None."""
+        self._buf = np.concatenate([self._buf, x])
+        count = (len(self._buf) - KEY_WINDOW) // KEY_HOP + 1
+        if count <= 0:
+            return []
+        frames = np.lib.stride_tricks.sliding_window_view(self._buf, KEY_WINDOW)[::KEY_HOP][:count]
+        self._buf = self._buf[count * KEY_HOP:]
+        amp = 2 * np.abs(frames @ self._basis) / KEY_WINDOW
+        row, col = amp[:, :4].argmax(axis=1), amp[:, 4:].argmax(axis=1) + 4
+        idx = np.arange(count)
+        low, high = amp[idx, row], amp[idx, col]
+        heard = (frames ** 2).mean(axis=1) + 1e-9
+        valid = ((low >= self._min_amp) & (high >= self._min_amp)
+                 & (np.abs(20 * np.log10((low + 1e-9) / (high + 1e-9))) <= TWIST_DB)
+                 & ((low ** 2 + high ** 2) / 2 >= TONE_SHARE * heard))
+        freqs = ROW_HZ + COLUMN_HZ
+        out: list[str | None] = []
+        hop_s = KEY_HOP / RATE
+        for ok, r, c in zip(valid.tolist(), row.tolist(), col.tolist(), strict=True):
+            key = self._keys.get((freqs[r], freqs[c])) if ok else None
+            if key is None:
+                self._absent = self._absent + hop_s if self._candidate is None else 0.0
+                self._candidate, self._present = None, 0.0
+                if self.latched is not None and self._absent >= self.guard_pause_s:
+                    self.latched = None
+                    out.append(None)
+                continue
+            if key != self._candidate:
+                self._candidate, self._present = key, 0.0
+            else:
+                self._present += hop_s
+            if self.latched is None and self._present >= self.guard_tone_s:
+                self.latched = key
+                out.append(key)
+        return out
+
+
+class _CallProgressFilter:
+    """Call-progress mode: energy in the band, and at what frequency, per 10 ms."""
+
+    def __init__(self) -> None:
+        self._window = np.hanning(CP_WINDOW)
+        freqs = np.fft.rfftfreq(CP_WINDOW, 1 / RATE)
+        self._band = (freqs >= CP_BAND_HZ[0]) & (freqs <= CP_BAND_HZ[1])
+        self._freqs = freqs[self._band]
+        self._scale = 2 / (CP_WINDOW * float((self._window ** 2).sum()))
+        self._level = _peak(CP_DETECT_DBM0) ** 2 / 2
+        self.reset()
+
+    def reset(self) -> None:
+        self._buf = np.zeros(CP_WINDOW - CP_HOP)
+        self._phase = 0.0  # in periods of the comparator's output
+
+    def feed(self, x: npt.NDArray[np.float64]) -> int:
+        """Samples heard; how many falling edges the comparator made meanwhile."""
+        self._buf = np.concatenate([self._buf, x])
+        count = (len(self._buf) - CP_WINDOW) // CP_HOP + 1
+        if count <= 0:
+            return 0
+        frames = np.lib.stride_tricks.sliding_window_view(self._buf, CP_WINDOW)[::CP_HOP][:count]
+        self._buf = self._buf[count * CP_HOP:]
+        power = np.abs(np.fft.rfft(frames * self._window, axis=1))[:, self._band] ** 2
+        loud = power.sum(axis=1) * self._scale >= self._level
+        hz = self._freqs[power.argmax(axis=1)]
+        cycles = float((hz * loud).sum()) * CP_HOP / RATE
+        if not loud[-1]:
+            self._phase = 0.0
+        edges = int(self._phase + cycles) - int(self._phase)
+        self._phase = (self._phase + cycles) % 1.0 if loud[-1] else 0.0
+        return edges
+
+
+class _FarEndReader:
+    """Samples from a far end as the chip listens: a callable, or a capture
+    source read on (and decimated to 8 kHz); silence once it has ended."""
+
+    def __init__(self, far_end: FarEnd) -> None:
+        self.far_end = far_end
+        self._buf = np.zeros(0)
+        self._ended = False
+        rate = getattr(far_end, "rate", RATE)
+        if rate % RATE:
+            raise ValueError(f"a far end at {rate} Hz: the simulated chip takes multiples of "
+                             f"{RATE} Hz")
+        self._factor = rate // RATE
+
+    def take(self, n: int) -> npt.NDArray[np.float64]:
+        if not hasattr(self.far_end, "read"):
+            got = np.asarray(self.far_end(n), dtype=np.float64)[:n]
+            return np.concatenate([got, np.zeros(n - len(got))])
+        while len(self._buf) < n and not self._ended:
+            block = np.asarray(self.far_end.read(), dtype=np.float64)
+            if len(block) == 0:
+                self._ended = True
+                break
+            self._buf = np.concatenate([self._buf, block])
+        whole = len(self._buf) // self._factor * self._factor
+        have = self._buf[:whole].reshape(-1, self._factor).mean(axis=1)
+        out, used = have[:n], min(n, len(have)) * self._factor
+        self._buf = self._buf[used:]
+        return np.concatenate([out, np.zeros(n - len(out))])
+
+    def close(self) -> None:
+        close = getattr(self.far_end, "close", None)
+        if close is not None:
+            close()
+
+
+class RecordedFarEnd:
+    """A far end that plays ``samples`` (8 kHz) once from the moment the chip
+    starts listening, then silence: for tests and the bench."""
+
+    def __init__(self, samples: npt.ArrayLike) -> None:
+        self.samples = np.asarray(samples, dtype=np.float64)
+        self.played = 0
+
+    def __call__(self, n: int) -> npt.NDArray[np.float64]:
+        out = self.samples[self.played: self.played + n]
+        self.played += n
+        return out
 
 
 class ProtocolViolation(AssertionError):
@@ -254,11 +460,26 @@ class MT8880Simulator:
         power_up_s: float = 0.1,
         strict: bool = True,
         noise_seed: int = 8880,
+        guard_tone_s: float = GUARD_TONE_S,
+        guard_pause_s: float = GUARD_PAUSE_S,
     ) -> None:
         self.factory = factory
         self.power_up_s = power_up_s
         self.strict = strict
         self._lock = threading.RLock()
+        self._receiver = _Receiver(guard_tone_s, guard_pause_s)
+        self._cp = _CallProgressFilter()
+        self._open_far_end: Any = None
+        self._far_end: _FarEndReader | None = None
+        #: Monotonic time the chip began to hear the line (None: it hears nothing).
+        self._listening_since: float | None = None
+        self._heard = 0  # samples heard since then
+        self._session = 0
+        self._hearing: threading.Thread | None = None
+        self._closed = threading.Event()
+        #: Keys the receiver registered, and call-progress edges made: for tests.
+        self.registered: list[tuple[float, str]] = []
+        self.cp_edges = 0
         names = [f"D{i}" for i in range(len(data_pins))] + ["RS0", "R/W", "CS", "phi2"]
         numbers = [*data_pins, rs0_pin, rw_pin, cs_pin, phi2_pin]
         pins: list[_BusPin] = []
@@ -295,6 +516,7 @@ class MT8880Simulator:
         self.stuck_status = 0
         self._noise = random.Random(noise_seed)
         self.violations: list[str] = []
+        self._relay_watched = relay_pin is not None
         # Bounded, because ``serve`` may run a simulated chip for months.
         self.cycles: collections.deque[BusCycle] = collections.deque(maxlen=HISTORY)
         self.segments: collections.deque[ToneSegment] = collections.deque(maxlen=HISTORY)
@@ -662,7 +884,11 @@ class MT8880Simulator:
     def _set_irq_pin(self) -> None:
         if self.irq is None or self.irq.function != "input":
             return
-        if self.cra & CRA.IRQ and self.status & Status.IRQ:
+        if self.cra & CRA.CP:
+            # Call-progress mode: the pin is the comparator's; at rest, released.
+            if not self.cra & CRA.IRQ or not _level(self.irq):
+                self.irq.drive_high()
+        elif self.cra & CRA.IRQ and self.status & Status.IRQ:
             self.irq.drive_low()
         else:
             self.irq.drive_high()
@@ -681,8 +907,117 @@ class MT8880Simulator:
         with self._lock:
             if off_hook and (not self._off_hook or self._off_hook[-1][1] != float("inf")):
                 self._off_hook.append([now, float("inf")])
+                self._start_listening(now)
             elif not off_hook and self._off_hook and self._off_hook[-1][1] == float("inf"):
                 self._off_hook[-1][1] = now
+                self._stop_listening()
+
+    # -- the line's audio into the receiver --------------------------------------------------
+    def connect_line(self, open_far_end: Any) -> None:
+        """What the far end puts on the line: ``open_far_end()`` is called each
+        time the line goes off hook (the relay closes) and gives a
+        :data:`FarEnd`, read for as long as it stays off hook and then closed
+        (if it has ``close``). The chip hears that and, through the hybrid, its
+        own TONE. Without a watched relay it listens from now on. ``None``
+        takes the far end away (the line is silent, but for the echo)."""
+        with self._lock:
+            self._open_far_end = open_far_end
+            if not self._relay_watched and open_far_end is not None:
+                self._stop_listening()
+                self._start_listening(time.monotonic())
+            if self._hearing is None:
+                self._hearing = threading.Thread(target=self._hear, name="mt8880-sim-hearing",
+                                                 daemon=True)
+                self._hearing.start()
+
+    def _start_listening(self, now: float) -> None:
+        self._stop_listening()
+        self._session += 1
+        self._listening_since, self._heard = now, 0
+        self._receiver.reset()
+        self._cp.reset()
+        if self._open_far_end is not None:
+            self._far_end = _FarEndReader(self._open_far_end())
+
+    def _stop_listening(self) -> None:
+        self._listening_since = None
+        far_end, self._far_end = self._far_end, None
+        if far_end is not None:
+            far_end.close()
+
+    def _hear(self) -> None:
+        """The chip's ears, in real time: every 10 ms, what the line brought."""
+        while not self._closed.wait(0.01):
+            with self._lock:
+                since, session, far_end = self._listening_since, self._session, self._far_end
+                if since is None:
+                    continue
+                start = since + self._heard / RATE
+                due = int((time.monotonic() - since) * RATE) - self._heard
+            if due <= 0:
+                continue
+            # Outside the lock: a far end that captures in real time blocks here.
+            x = far_end.take(due) if far_end is not None else np.zeros(due)
+            with self._lock:
+                if session != self._session or self._listening_since is None:
+                    continue
+                self._heard += due
+                if self.fault is Fault.NONE or self.fault is Fault.STUCK_STATUS:
+                    self._listen(x + self._echo(start, due))
+
+    def _echo(self, start: float, n: int) -> npt.NDArray[np.float64]:
+        """The chip's own TONE from ``start`` for ``n`` samples, as its
+        receiver hears it back through the hybrid."""
+        out = np.zeros(n)
+        t = start + np.arange(n) / RATE
+        self._update(time.monotonic())
+        # Whole segments, not cut to the block: the phase runs from each tone's
+        # start. They follow one another, so the search stops at the first
+        # that was over before this block.
+        pieces = []
+        for segment in reversed(self.segments):
+            if segment.end <= start:
+                break
+            if segment.start < t[-1]:
+                pieces.append(segment)
+        for piece in pieces:
+            inside = (t >= piece.start) & (t < piece.end)
+            if not inside.any():
+                continue
+            since = t[inside] - piece.start
+            for hz in piece.frequencies:
+                level = ECHO_ROW_DBM0 if hz < 1000 else ECHO_COLUMN_DBM0
+                out[inside] += _peak(level) * np.cos(2 * np.pi * hz * since)
+        return out
+
+    def _listen(self, x: npt.NDArray[np.float64]) -> None:
+        """What the receiver makes of ``x``: keys in DTMF mode, the comparator's
+        rectangular wave on IRQ/CP in call-progress mode (the data sheet: only
+        with CRA.IRQ, and no DTMF decoded meanwhile)."""
+        now = time.monotonic()
+        if self.cra & CRA.CP:
+            self._receiver.reset()
+            edges = self._cp.feed(x)
+            if not edges or self.irq is None or not self.cra & CRA.IRQ:
+                return
+            if self.irq.function == "input":
+                for _ in range(edges):
+                    self.irq.drive_low()
+                    self.irq.drive_high()
+                self.cp_edges += edges
+                if len(self.irq.states) > 10_000:
+                    self.irq.clear_states()  # the history would grow for ever
+            return
+        self._cp.reset()
+        for key in self._receiver.feed(x):
+            if key is None:
+                # The pause is validated: the delayed-steering flag drops.
+                self.status &= ~Status.DSTEER
+                continue
+            self.registered.append((now, key))
+            self.receive = CODES[key]
+            self.status |= Status.RDRF | Status.IRQ | Status.DSTEER
+            self._set_irq_pin()
 
     def tone_segments(self, start: float = 0.0, end: float | None = None,
                       line_only: bool = False) -> list[ToneSegment]:
@@ -725,7 +1060,9 @@ class MT8880Simulator:
     # -- lifecycle ---------------------------------------------------------------------
     def close(self) -> None:
         """Detach from the pins (they stay in the factory)."""
+        self._closed.set()
         with self._lock:
+            self._stop_listening()
             for timer in self._timers:
                 timer.cancel()
             self._timers = []
@@ -764,6 +1101,7 @@ __all__ = [
     "Fault",
     "MT8880Simulator",
     "ProtocolViolation",
+    "RecordedFarEnd",
     "Status",
     "ToneSegment",
 ]
