@@ -340,7 +340,7 @@ class SimulatedLine(LineDriver):
             self._clock.notify_all()
 
     def ring(self, caller_id: str | None = None) -> None:
-        """Ring the line from outside (tests, the console). With an exchange,
+        """Ring the line from outside (tests). With an exchange,
         answering within ``call_timing.ring_timeout_ms`` connects the far
         party of ``caller_id`` (``exchange.default`` for an unknown one)."""
         self._note(f"ring {caller_id or '-'}")
