@@ -245,6 +245,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected {_type_name(tp)}")
         (item,) = typing.get_args(tp)
         return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        # A table of tables under names of the user's choosing (a number).
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table")
+        _, item = typing.get_args(tp)
+        return {k: _coerce(v, item, f"{where}.{k}") for k, v in value.items()}
     ok = {
         bool: isinstance(value, bool),
         int: isinstance(value, int) and not isinstance(value, bool),

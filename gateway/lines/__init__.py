@@ -89,7 +89,7 @@ def _simulated_line(name: str, options: Any, engine: ToneEngine) -> BuiltLine:
     from gateway.lines.simulated import SimulatedLine
 
     recorder = StreamingRecorder(name, Path(options.record_dir), engine.settings.rate,
-                                 options.routing.channels, options.max_record_s)
+                                 options.recorded_channels, options.max_record_s)
     return BuiltLine(SimulatedLine(name, options, engine, recorder), recorder)
 
 

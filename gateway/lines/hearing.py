@@ -185,6 +185,8 @@ class CallProgress:
         self.answered_at: float | None = None
         self._stopped = False
         self._fault: LineFault | None = None
+        #: What the driver's thread is waiting for, while it waits.
+        self._awaited: Callable[[], bool] | None = None
 
     # -- from the hearing thread -----------------------------------------------------
     def heard(self, events: Sequence[LineEvent], now: float) -> None:
@@ -306,16 +308,29 @@ class CallProgress:
         assert self.answered_at is not None
         return self.answered_at
 
+    @property
+    def waiting(self) -> bool:
+        """A driver's thread waits on this set-up, and what it waits for has
+        not been heard yet: a simulated line lets its line time run only then."""
+        with self._cond:
+            awaited = self._awaited
+            return awaited is not None and not (awaited() or self._failure is not None
+                                                or self._stopped or self._fault is not None)
+
     def _wait(self, done: Callable[[], bool], wall_s: float) -> None:
         deadline = time.monotonic() + wall_s
         with self._cond:
-            while not (done() or self._failure is not None or self._stopped
-                       or self._fault is not None):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise LineFault(f"the line's hearing stopped while {self._stage.value} "
-                                    f"(nothing heard for {wall_s:g} s)")
-                self._cond.wait(left)
+            self._awaited = done
+            try:
+                while not (done() or self._failure is not None or self._stopped
+                           or self._fault is not None):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise LineFault(f"the line's hearing stopped while {self._stage.value} "
+                                        f"(nothing heard for {wall_s:g} s)")
+                    self._cond.wait(left)
+            finally:
+                self._awaited = None
             if self._fault is not None:
                 raise self._fault
             if self._stopped:
@@ -367,6 +382,12 @@ class Ears:
     def time(self) -> float:
         """Line time now: seconds heard since the line went off hook."""
         return self._listener.time if self._listener is not None else self._now
+
+    @property
+    def progress(self) -> CallProgress | None:
+        """The outbound call's set-up being followed, until :meth:`talking`."""
+        with self._lock:
+            return self._progress
 
     def start(self) -> None:
         """The line went off hook: line time starts again at 0."""
