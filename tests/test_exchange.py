@@ -231,6 +231,40 @@ def test_keys_dialled_later_and_on_hook_change_nothing() -> None:
     assert exchange.now == 0.0 and exchange.timeline == []
 
 
+def test_a_hook_flash_holds_the_party_and_gives_recall_dial_tone() -> None:
+    """Register recall: what the held party would still have done never
+    comes; after the flash, dial tone, and the next keys are a new number."""
+    party = FarParty(answer="silence", press=[KeyPress(3.0, "5")], hang_up_s=8.0)
+    exchange = Exchange(options(**{"555": party}), "uk")
+    exchange.off_hook(answering="555")
+    read(exchange, 1.0)
+    exchange.flash(1.0, 100)
+    held = read(exchange, 0.1)
+    recall = read(exchange, 1.0)
+    exchange.dialled("2000", 2.1, 2.7)
+    read(exchange, 9.0)
+    assert kinds(exchange.timeline)[:5] == [
+        (0.0, "answer", "silence"), (1.0, "flash", ""), (1.1, "dial-tone", ""),
+        (2.1, "dial-tone-end", ""), (2.7, "number", "2000")]
+    assert not any(e.kind in (Kind.KEY, Kind.HANG_UP) for e in exchange.timeline)
+    assert not held.any()
+    # uk dial tone is 350 + 440 Hz, continuous.
+    assert [e.tone for e in hear(recall, "uk") if isinstance(e, Tone)] == ["dial"]
+
+
+def test_a_party_pressing_now_beside_its_script() -> None:
+    exchange = Exchange(options(), "us")
+    exchange.press("1")  # on hook: nobody to press
+    exchange.off_hook(answering="9")
+    read(exchange, 0.5)
+    exchange.press("4#", duration_ms=80, gap_ms=120)
+    audio = read(exchange, 1.0)
+    assert kinds(exchange.timeline)[1:] == [(0.5, "key", "4"), (0.7, "key", "#")]
+    assert [e.key for e in hear(audio, "us") if isinstance(e, Dtmf)] == ["4", "#"]
+    with pytest.raises(ValueError, match="keys"):
+        exchange.press("x")
+
+
 def test_the_audio_does_not_depend_on_the_blocks_it_is_read_in() -> None:
     party = FarParty(rings=1, press=[KeyPress(0.5, "123")], hang_up_s=3.0, loop_break_ms=300)
     runs = []

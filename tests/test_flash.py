@@ -156,3 +156,16 @@ def test_blind_transfer_in_ozml_ends_the_script(tap: AlsaTap,
     assert decode_raw(tap.raw("tap"), 8000) == "912000"  # never the 3 after it
     assert ozml.parse("<Response><BlindTransfer>2000</BlindTransfer></Response>") == (
         ozml.BlindTransfer("2000"),)
+
+
+def test_the_simulated_line_flashes_in_its_log_between_the_keys(
+        make_app: Callable[..., Flask]) -> None:
+    app = make_app()
+    client = app.test_client()
+    call_id = call_api(client, command="Call", Dialed="9").text("CallId")
+    assert call_api(client, command="SendDTMF", CallId=call_id, Keys="1f2",
+                    Party="all").code == 200
+    events = [what for _, what in app.extensions["dtmf_gateway"].lines["line1"].driver.events]
+    flashed = events.index("flash 600 ms")  # a US line's
+    assert events[flashed - 1].startswith("emit all 1 symbols 1 digits")
+    assert events[flashed + 1].startswith("emit all 1 symbols 1 digits")

@@ -167,6 +167,8 @@ class Kind(enum.Enum):
     HANG_UP = "hang-up"
     #: Loop current stops for ``ms``.
     LOOP_BREAK = "loop-break"
+    #: The line flashed its hook for ``ms``: the far party is held.
+    FLASH = "flash"
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +311,27 @@ class Exchange:
             self._connect(last + round(self.options.post_dial_ms * self.rate / 1000),
                           self.options.party(number))
 
+    def flash(self, start: float, ms: int) -> None:
+        """The line broke its loop at ``start`` for ``ms`` (a hook flash,
+        register recall): the far party is held, and what it was going to
+        do never comes. When the loop closes the exchange gives recall dial
+        tone and takes the keys dialled next as a number (a transfer's
+        target); going on hook then completes the transfer."""
+        with self._lock:
+            if not self._off_hook:
+                return
+            at = max(self._sample, round(start * self.rate))
+            back = at + round(ms * self.rate / 1000)
+            self._due = [due for due in self._due if due[0] < at]
+            self._keys.cut(at)
+            self._echo.cut(at)
+            self._schedule(at, Kind.FLASH, ms=ms)
+            self._replace_from(_Part(at))
+            self._waiting_number = True
+            if self.options.dial_tone:
+                self._replace_from(_Part(back, self._tones["dial"]))
+                self._schedule(back, Kind.DIAL_TONE)
+
     def transmit(self, audio: Samples, start: float) -> None:
         """The line's own audio (mono) from line time ``start``: it comes
         back as echo, ``echo_loss_db`` weaker and ``echo_ms`` late."""
@@ -365,19 +388,32 @@ class Exchange:
             if hang_up is None or ends < hang_up:
                 self._schedule(ends, Kind.SPEECH_END)
         for press in party.press:
-            t = at + round(press.at_s * rate)
-            on, off = round(press.duration_ms * rate / 1000), round(press.gap_ms * rate / 1000)
-            for symbol in parse_keys(press.keys):
-                if hang_up is not None and t + on > hang_up:
-                    break
-                if isinstance(symbol, Tone):
-                    self._keys.add(t, key_burst(symbol.key, on, rate))
-                    self._schedule(t, Kind.KEY, symbol.key, press.duration_ms)
-                    t += on + off
-                else:
-                    t += round(symbol.ms * rate / 1000)
+            self._press(at + round(press.at_s * rate), press, hang_up)
         if hang_up is not None:
             self._hang_up(hang_up, party)
+
+    def _press(self, t: int, press: KeyPress, until: int | None = None) -> None:
+        rate = self.rate
+        on, off = round(press.duration_ms * rate / 1000), round(press.gap_ms * rate / 1000)
+        for symbol in parse_keys(press.keys):
+            if until is not None and t + on > until:
+                break
+            if isinstance(symbol, Tone):
+                self._keys.add(t, key_burst(symbol.key, on, rate))
+                self._schedule(t, Kind.KEY, symbol.key, press.duration_ms)
+                t += on + off
+            elif isinstance(symbol, Pause):
+                t += round(symbol.ms * rate / 1000)
+            # A hook flash is the line's: a far party's "f" is nothing.
+
+    def press(self, keys: str, duration_ms: int = 100, gap_ms: int = 100) -> None:
+        """The far party presses ``keys`` now, beside what its number's
+        ``press`` says (a test's far party that answers what it hears).
+        Off hook only; ValueError for keys SendDTMF would refuse."""
+        press = KeyPress(0.0, keys, duration_ms, gap_ms)
+        with self._lock:
+            if self._off_hook:
+                self._press(self._sample, press)
 
     def _hang_up(self, at: int, party: FarParty) -> None:
         self._schedule(at, Kind.HANG_UP, party.hang_up_tone)

@@ -279,8 +279,8 @@ class SimulatedLine(LineDriver):
     def _samples_for_digits(self, plan: TonePlan, digits: int) -> int:
         seconds = 0.0
         for symbol in plan.symbols:
-            if isinstance(symbol, Pause):
-                seconds += symbol.ms / 1000
+            if not isinstance(symbol, Tone):
+                seconds += symbol.ms / 1000 if isinstance(symbol, Pause) else 0
                 continue
             if digits == 0:
                 break
@@ -321,6 +321,22 @@ class SimulatedLine(LineDriver):
                 self._wait(len(samples) / self.audio_rate)
             else:
                 self._carry(samples, frames, len(samples) / self.audio_rate)
+
+    def flash(self, ms: int) -> None:
+        """A hook flash: the loop is open for ``ms`` of line time. With an
+        exchange, it holds the far party and gives recall dial tone."""
+        if self._hook is not HookState.OFF_HOOK:
+            raise LineFault("on hook: there is no loop to flash")
+        with self._faults_on_hook(), self._command():
+            self._event(f"flash {ms} ms")
+            if self.exchange is None:
+                self._wait(ms / 1000)
+                return
+            with self._clock:
+                start = max(self.exchange.now, self._free_at)
+                self._free_at = start + ms / 1000
+                self.exchange.flash(start, ms)
+                self._wait_line(start + ms / 1000)
 
     def cut_output(self) -> None:
         """With an exchange: what the line is sending stops now (a far-end
@@ -516,6 +532,6 @@ def _key_times(plan: TonePlan | None, late_s: float, seconds: float
                 break
             keys.append((symbol.key, on, on + plan.timing.duration_ms / 1000))
             ms += plan.timing.duration_ms + plan.timing.gap_ms
-        else:
+        elif isinstance(symbol, Pause):
             ms += symbol.ms
     return keys
