@@ -85,7 +85,7 @@ def test_example_config_block_is_valid_and_documents_the_defaults() -> None:
     # call_timing.flash_ms 0 that country's hook flash (600 ms in the US).
     assert line.options == AlsaOptions(
         device="plughw:CARD=sndrpihifiberry,DEV=0",
-        gpio=GpioOptions(hook_relay_pin=17, ring_detect_pin=27), country="us",
+        gpio=GpioOptions(hook_relay_pin=16, ring_detect_pin=26), country="us",
         call_timing=CallTiming(flash_ms=600),
     )
 

@@ -21,6 +21,7 @@ from gateway import wiring
 from gateway.cli import main
 from gateway.config import Config, from_mapping
 from gateway.wiring import BOARDS, WiringError, check, collisions
+from tests.support import example_line_block
 
 NOTES = Path(__file__).resolve().parent.parent / "firmware-notes"
 
@@ -326,6 +327,20 @@ def test_the_notes_pin_table_is_the_checks_table() -> None:
         overlays, pins = rows[board.name]
         assert pins == sorted(board.pins), board.name
         assert all(f"`{o}`" in overlays for o in board.overlays), board.name
+
+
+@pytest.mark.parametrize("board", BOARDS, ids=lambda b: b.name)
+def test_the_example_audio_lines_pins_are_free_on_every_board(pi: FakePi, board: Any) -> None:
+    """The example configuration's audio line (its optional loop-current pin
+    too) passes the check whichever HAT's overlay config.txt loads."""
+    block = example_line_block("hat1")
+    example = (Path(__file__).resolve().parent.parent / "deploy/gateway.example.toml").read_text()
+    loop = re.search(r"^# # loop_current_pin = (\d+)", example, re.M)
+    assert loop is not None
+    block["line"][0]["gpio"]["loop_current_pin"] = int(loop[1])
+    pi.config_txt(f"dtoverlay={board.overlays[0]}\n")
+    check(from_mapping(block), pi.root)
+    assert board.name in {found.name for found in wiring.active(pi.root)}
 
 
 def test_collisions_lists_every_pin_not_only_the_first(pi: FakePi) -> None:
