@@ -1,3 +1,7 @@
+import dataclasses
+import importlib
+import re
+import typing
 from pathlib import Path
 
 import pytest
@@ -27,6 +31,37 @@ def test_example_file_loads_and_matches_the_defaults() -> None:
     assert example.calls == default.calls
     assert example.lines[0].options == default.lines[0].options
     assert example.users_path == EXAMPLE.parent.resolve() / "users.toml"
+
+
+def _option_names(cls: type, path: str, into: dict[str, str]) -> dict[str, str]:
+    """Every key of an options dataclass and of the tables inside it: name -> dotted path."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        into.setdefault(f.name, f"{path}.{f.name}")
+        for inner in (hints[f.name], *typing.get_args(hints[f.name])):
+            for table in (inner, *typing.get_args(inner)):
+                if dataclasses.is_dataclass(table) and isinstance(table, type):
+                    _option_names(table, f"{path}.{f.name}", into)
+    return into
+
+
+def test_the_example_names_every_setting() -> None:
+    """Whoever installs the box reads the example, not the code: each key of
+    every section and every driver is in it (set, commented out, or as a
+    table's heading)."""
+    from gateway.lines import DRIVERS
+
+    text = EXAMPLE.read_text()
+    named = set(re.findall(r"([a-z_0-9]+)\s*=", text)) | set(
+        re.findall(r"\[+line\.(?:[a-z]+\.)*([a-z_]+)", text))
+    config = from_mapping({})
+    options: dict[str, str] = {}
+    for section in ("server", "auth", "tones", "calls", "health"):
+        _option_names(type(getattr(config, section)), section, options)
+    for driver, (module, _, options_class) in DRIVERS.items():
+        _option_names(getattr(importlib.import_module(module), options_class), driver, options)
+    missing = sorted(path for name, path in options.items() if name not in named)
+    assert not missing
 
 
 def test_relative_paths_are_beside_the_config_file(tmp_path: Path) -> None:

@@ -204,7 +204,9 @@ def test_example_config_block_is_valid_and_documents_the_defaults() -> None:
     (line,) = from_mapping(example_line_block("modem1"), base_dir=Path("/srv")).lines
     assert line.driver == "modem"
     assert line.options.record_dir == "/srv/recordings"
-    assert replace(line.options, record_dir="recordings") == ModemOptions()
+    # call_timing.flash_ms 0 became the country's hook flash (600 ms in the US).
+    assert replace(line.options, record_dir="recordings") == ModemOptions(
+        call_timing=ModemCallTiming(flash_ms=600))
 
 
 # -- the simulated modem itself ------------------------------------------------
