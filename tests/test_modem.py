@@ -167,13 +167,14 @@ def test_answer_wait_is_in_call_timing_as_on_the_other_drivers(
 ) -> None:
     line = {"name": "m", "driver": "modem", "port": "/dev/ttyACM0"}
     (new,) = from_mapping({"line": [{**line, "call_timing": {"answer_wait_ms": 750}}]}).lines
-    assert new.options.call_timing == ModemCallTiming(answer_wait_ms=750)
+    # flash_ms 0 becomes a US line's 600 ms.
+    assert new.options.call_timing == ModemCallTiming(answer_wait_ms=750, flash_ms=600)
     with caplog.at_level("WARNING"):
         ModemLine("m", new.options, ToneEngine())
     assert "deprecated" not in caplog.text
     # The old top-level key is still read, and said to be old where the service logs.
     (old,) = from_mapping({"line": [{**line, "answer_wait_ms": 750}]}).lines
-    assert old.options.call_timing == ModemCallTiming(answer_wait_ms=750)
+    assert old.options.call_timing == ModemCallTiming(answer_wait_ms=750, flash_ms=600)
     with caplog.at_level("WARNING"):
         driver = ModemLine("m", old.options, ToneEngine())
     assert driver.call_timing.answer_wait_ms == 750
