@@ -220,6 +220,23 @@ class _Refused(OSError):
         self.why = why
 
 
+_tls: ssl.SSLContext | None = None
+_tls_lock = threading.Lock()
+
+
+def _tls_context() -> ssl.SSLContext:
+    """The one context every https notification shares (contexts are
+    thread-safe): making one loads the system's CA store, some 20-50 ms of
+    CPU, which per POST was most of a key's DtmfEntered latency. Made at the
+    first https URL, never for http; a CA store updated later counts from
+    the next restart."""
+    global _tls
+    with _tls_lock:
+        if _tls is None:
+            _tls = ssl.create_default_context()
+        return _tls
+
+
 # -- one exchange: its deadline, its connections, its redirects -----------------------
 
 
@@ -327,7 +344,6 @@ class _Exchange:
     def opener(self) -> urllib.request.OpenerDirector:
         http_class = self._connection(http.client.HTTPConnection)
         https_class = self._connection(http.client.HTTPSConnection)
-        context = ssl.create_default_context()
 
         class HTTPHandler(urllib.request.HTTPHandler):
             def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
@@ -335,7 +351,7 @@ class _Exchange:
 
         class HTTPSHandler(urllib.request.HTTPSHandler):
             def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-                return self.do_open(https_class, req, context=context)
+                return self.do_open(https_class, req, context=_tls_context())
 
         # Built by hand, not with build_opener: no proxies, no file: or ftp:.
         opener = urllib.request.OpenerDirector()

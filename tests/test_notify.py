@@ -497,7 +497,7 @@ def test_https_verifies_the_name_and_sends_it_as_sni(
         assert post_error(f"https://hook.test:{port}/x").endswith(
             "TLS failed (handshake or certificate)")
         trusting = ssl.create_default_context(cafile=str(ca))
-        monkeypatch.setattr(notify.ssl, "create_default_context", lambda: trusting)
+        monkeypatch.setattr(notify, "_tls_context", lambda: trusting)
         assert notify.post(f"https://hook.test:{port}/x", FIELDS, 10.0, OPEN) == ""
     finally:
         listener.close()
