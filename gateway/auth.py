@@ -4,10 +4,10 @@ Passwords are stored as salted scrypt hashes (``hashlib.scrypt``) in a TOML
 file, one table per user::
 
     [users.HTTP_User_1]
-    password = "scrypt$16384$8$1$<salt base64>$<hash base64>"
+    password = "scrypt$8192$8$2$<salt base64>$<hash base64>"
     commands = ["*"]            # or e.g. ["SendDTMF", "ListActiveCalls"]
 
-scrypt costs a third of a second on a Pi Zero 2 W on purpose, so a successful
+scrypt costs 0.4 s on a Pi Zero 2 W on purpose, so a successful
 check is remembered for a while, keyed by a keyed hash of the user, the
 password and the stored hash (never the password itself); the same name and
 password sent again while their check runs wait for that check instead of
@@ -45,40 +45,58 @@ from gateway.errors import ConfigError
 #: of them (matched without regard to case, as the API matches them) or ``*``.
 COMMAND_NAMES = ("SendDTMF", "Call", "HangUp", "ListActiveCalls")
 
-#: The cost of a new password's hash (a stored hash keeps its own, so
-#: changing these changes no existing password). scrypt's interactive set:
-#: 16 MiB and 37 ms a check here, about 0.35 s on a Pi Zero 2 W; the
-#: reasoning, and what an attacker gains either way, is in the README
-#: (Sizing for a Pi Zero 2 W).
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 16384, 8, 1
+#: The cost of a new password's hash (a stored hash keeps its own, so these
+#: change no existing password): 8 MiB and about 40 ms a check here, 0.4 s
+#: on a Pi Zero 2 W. The same work as 16384/8/1 (two passes over 8 MiB
+#: instead of one over 16) in half the memory; why, and what an attacker
+#: gains, is in the README (Sizing for a Pi Zero 2 W).
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 8192, 8, 2
 CACHE_SECONDS = 300.0
-#: scrypt takes 128 * r * N bytes (16 MiB) while it runs. Run in the server's
-#: own threads, a burst of wrong passwords grew the process by hundreds of
-#: MiB (48 at once: 790 MiB) on a box that may have 512 MiB; these threads
-#: are the only ones that run it, the rest wait their turn.
+#: scrypt takes 128 * r * N bytes while it runs. Run in the server's own
+#: threads, a burst of wrong passwords grew the process by hundreds of MiB
+#: (48 at once: 790 MiB) on a box that may have 512 MiB; these threads are
+#: the only ones that run it, the rest wait their turn.
 SCRYPT_THREADS = 2
 SCRYPT_WAIT_S = 30.0
 #: glibc's mallopt(3) parameter: blocks at least this large get pages of
 #: their own, given back to the system when freed.
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 128 * 1024
+#: The cores the checking threads run on (None: their starter's).
+_check_cores: set[int] | None = None
+
+
+def check_on_cores(cores: set[int] | None) -> None:
+    """Run the password checks started from now on on ``cores``. scrypt is C
+    that holds no GIL: while the gateway's own threads keep to one core
+    (``serve --cpus one``), a flood of wrong passwords need not take it."""
+    global _check_cores
+    _check_cores = set(cores) if cores else None
 
 
 def _give_back_scrypt_memory() -> None:
-    """Every scrypt check's 16 MiB goes back to the system when it ends.
+    """Every scrypt check's memory goes back to the system when it ends.
 
     glibc serves such a block with pages of its own and unmaps them when it
     is freed, but that first free raises its threshold to the block's size,
-    and from then on each checking thread keeps 16 MiB for good (a burst of
-    logins left the process 50 MB larger). A fixed threshold, as
-    ``MALLOC_MMAP_THRESHOLD_`` sets it, turns that rise off. Other C
-    libraries decide for themselves."""
+    and from then on each checking thread keeps the block for good (a burst
+    of logins left the process 50 MB larger). A fixed threshold, as
+    ``MALLOC_MMAP_THRESHOLD_`` sets it, turns that rise off; the pages are
+    then mapped afresh for each check (6 ms of CPU at 8 MiB, 10 at 16).
+    Other C libraries decide for themselves."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
 
 
+def _start_checking_thread() -> None:
+    _give_back_scrypt_memory()
+    if _check_cores:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, _check_cores)
+
+
 _scrypt_pool = ThreadPoolExecutor(max_workers=SCRYPT_THREADS, thread_name_prefix="scrypt",
-                                  initializer=_give_back_scrypt_memory)
+                                  initializer=_start_checking_thread)
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:

@@ -180,8 +180,11 @@ def _keep_to_one_core() -> int | None:
     its answers per second. The core, or None if the kernel refused."""
     import logging
 
+    from gateway import auth
+
     log = logging.getLogger("gateway.cli")
-    core = max(os.sched_getaffinity(0))
+    allowed = os.sched_getaffinity(0)
+    core = max(allowed)
     try:
         os.sched_setaffinity(0, {core})
     except OSError as exc:
@@ -190,7 +193,9 @@ def _keep_to_one_core() -> int | None:
     for task in os.listdir("/proc/self/task"):
         with contextlib.suppress(OSError):  # a thread that ended meanwhile
             os.sched_setaffinity(int(task), {core})
-    log.info("every thread on core %d (--cpus one)", core)
+    # scrypt holds no GIL: the password checks get the other cores.
+    auth.check_on_cores(allowed - {core})
+    log.info("every thread on core %d (--cpus one), password checks on the others", core)
     return core
 
 

@@ -1,6 +1,8 @@
 import os
+import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -294,9 +296,18 @@ def test_the_cli_starts_no_thread_pool_of_numpys() -> None:
                                 {**env, "OPENBLAS_NUM_THREADS": "2"})[0] > through_cli[0]
 
 
-def _cores_of(pid: int) -> set[str]:
-    return {(Path(f"/proc/{pid}/task/{task}/status").read_text().split(
-        "Cpus_allowed_list:")[1].split()[0]) for task in os.listdir(f"/proc/{pid}/task")}
+def _cores_of(pid: int) -> set[frozenset[int]]:
+    """The core sets the process's threads may run on."""
+    found = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        listed = Path(f"/proc/{pid}/task/{task}/status").read_text().split(
+            "Cpus_allowed_list:")[1].split()[0]
+        cores: set[int] = set()
+        for part in listed.split(","):
+            first, _, last = part.partition("-")
+            cores.update(range(int(first), int(last or first) + 1))
+        found.add(frozenset(cores))
+    return found
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: nothing to choose")
@@ -304,6 +315,9 @@ def _cores_of(pid: int) -> set[str]:
 def test_serve_cpus_one_keeps_every_thread_on_the_last_core(tmp_path: Path, cpus: str) -> None:
     (tmp_path / "g.toml").write_text('[[line]]\nname = "l1"\ndriver = "simulated"\n'
                                      'record_dir = "rec"\n')
+    from gateway.auth import save_user
+
+    save_user(tmp_path / "users.toml", "u", "password-1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--config", str(tmp_path / "g.toml"),
          "--port", "0", "--cpus", cpus], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -311,15 +325,25 @@ def test_serve_cpus_one_keeps_every_thread_on_the_last_core(tmp_path: Path, cpus
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
-            if "serving http" in line:
+            found = re.search(r"serving http://127\.0\.0\.1:(\d+)/api", line)
+            if found:
                 break
-        cores = _cores_of(proc.pid)
+        assert found
+        started = _cores_of(proc.pid)
+        # A password check starts a checking thread.
+        with urllib.request.urlopen(f"http://127.0.0.1:{found.group(1)}/api?command="
+                                    "ListActiveCalls&Username=u&Password=password-1") as got:
+            assert b"<Code>200</Code>" in got.read()
+        checked = _cores_of(proc.pid)
     finally:
         proc.terminate()
         proc.wait(30)
-    allowed = sorted(os.sched_getaffinity(0))
+    allowed = frozenset(os.sched_getaffinity(0))
+    last = frozenset({max(allowed)})
     if cpus == "one":
-        # The scrypt threads come later, from threads already on that core.
-        assert cores == {str(allowed[-1])}, cores
+        assert started == {last}, started
+        # scrypt holds no GIL: its thread runs on the other cores.
+        assert checked == {last, allowed - last}, checked
     else:
-        assert len(cores) == 1 and cores != {str(allowed[-1])}, cores
+        assert started == {allowed}, started
+        assert checked == started
