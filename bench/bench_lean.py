@@ -536,6 +536,66 @@ app.extensions["dtmf_gateway"].close(5)
 """
 
 
+#: The floor under the request path: waitress with an application that only
+#: hands each request to its line's thread, which waits out the keys' time
+#: and sets the result, as the gateway's worker does; no Flask, no gateway.
+BARE = """
+import collections, sys, threading
+from concurrent.futures import Future
+from waitress import create_server
+
+queues = [collections.deque() for _ in range(8)]
+ready = [threading.Condition() for _ in range(8)]
+
+def line(i):
+    while True:
+        with ready[i]:
+            while not queues[i]:
+                ready[i].wait()
+            done, started = queues[i].popleft()
+        started.set()
+        threading.Event().wait(float(sys.argv[1]))
+        done.set_result(None)
+
+for i in range(8):
+    threading.Thread(target=line, args=(i,), daemon=True).start()
+body = b'<?xml version="1.0"?>\\n<Response><Code>200</Code></Response>\\n'
+
+def app(environ, start_response):
+    i = int(environ["QUERY_STRING"].rsplit("=", 1)[1])
+    done, started = Future(), threading.Event()
+    with ready[i]:
+        queues[i].append((done, started))
+        ready[i].notify()
+    started.wait(60)
+    done.result(60)
+    start_response("200 OK", [("Content-Type", "application/xml; charset=utf-8"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+
+server = create_server(app, host="127.0.0.1", port=0, threads=64)
+print(server.effective_port, flush=True)
+server.run()
+"""
+
+
+def bare_cpu(rounds: int) -> float:
+    """CPU per request of :data:`BARE`, pinned as the servers are."""
+    server_core, client_cores = cores()
+    proc = subprocess.Popen(["taskset", "-c", str(server_core), sys.executable, "-c", BARE,
+                             str(KEYS_S)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        with client_on(client_cores):
+            before = cpu_seconds(proc.pid)
+            times = lanes(port, [lambda i=i: f"/api?line={i}" for i in range(8)], rounds=rounds)
+            return (cpu_seconds(proc.pid) - before) / len(times)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def warm_request(tree: Path, tmp: Path) -> tuple[float, float]:
     tmp.mkdir(parents=True, exist_ok=True)
     done = subprocess.run([sys.executable, "-c", WARM, str(tmp)], env=base_env(tree), cwd=tmp,
@@ -563,6 +623,9 @@ def request_path(trees: dict[str, Path], tmp: Path, rounds: int) -> None:
             eight[name] += over
     both("server CPU per SendDTMF (3 keys, 8 lines, pinned to one core), median of 3",
          {name: statistics.median(v) * 1000 for name, v in cpu.items()}, "ms", 2)
+    floor = statistics.median(bare_cpu(rounds) for _ in range(3))
+    print(f"  the floor under it, waitress handing each request to a line's thread and "
+          f"nothing else (8 lines, pinned), median of 3: {floor * 1000:.2f} ms")
     for label, p in (("median", 50), ("p99", 99)):
         both(f"SendDTMF overhead over the keys' line time, 8 lines (pinned), {label}",
              {name: percentile(v, p) * 1000 for name, v in eight.items()}, "ms", 1)
