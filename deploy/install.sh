@@ -205,6 +205,13 @@ files() {
 # "Cannot determine SOC peripheral base address"). "mock" runs GPIO lines
 # without hardware.
 #GPIOZERO_PIN_FACTORY=lgpio
+#
+# numpy's thread pools: one thread each, as the unit sets (the gateway's numpy
+# work runs on threads of its own; a pool per core only spins).
+#OPENBLAS_NUM_THREADS=1
+#
+# The core the gateway keeps to is the last it may use; choose it with
+# CPUAffinity= in a drop-in (systemctl edit dtmf-gateway), not here.
 EOF
         put "" -m 0644 "$tmp" "$ROOT$DEFAULTS"
         rm -f "$tmp"

@@ -40,6 +40,7 @@ def create_app(config: Config, gateway: Gateway | None = None) -> Flask:
         lockout=Lockout(config.auth.lockout_failures, config.auth.lockout_seconds),
     )
     app.register_blueprint(views.bp)
+    app.wsgi_app = views.ApiFastPath(app, app.wsgi_app)  # type: ignore[method-assign]
     app.before_request(_xe_compatibility)
     app.register_blueprint(spec.bp)
     console.init_app(app)

@@ -4,18 +4,15 @@ Passwords are stored as salted scrypt hashes (``hashlib.scrypt``) in a TOML
 file, one table per user::
 
     [users.HTTP_User_1]
-    password = "scrypt$16384$8$1$<salt base64>$<hash base64>"
+    password = "scrypt$8192$8$2$<salt base64>$<hash base64>"
     commands = ["*"]            # or e.g. ["SendDTMF", "ListActiveCalls"]
 
-scrypt costs tens of milliseconds on a Pi on purpose, so a successful check
-is remembered for a while, keyed by a keyed hash of the user and password
-(never the password itself). An unknown user costs the same scrypt as a
-wrong password, so the time of an answer does not tell which it was.
-
-A password is used exactly as it was given, on every path (API parameters,
-Basic authentication, the console's form, ``passwd``): nothing is trimmed,
-so ``password123 `` is not ``password123``. A user name cannot hold
-whitespace, so whitespace around one is dropped.
+scrypt costs 0.4 s on a Pi Zero 2 W on purpose, so a successful
+check is remembered for a while, keyed by a keyed hash of the user, the
+password and the stored hash (never the password itself); the same name and
+password sent again while their check runs wait for that check instead of
+running scrypt again. An unknown user costs the same scrypt as a wrong
+password, so the time of an answer does not tell which it was.
 
 Every password check goes through :func:`check_login`, which takes a place in the
 address's lock-out budget (:class:`Lockout`) before the check runs.
@@ -24,6 +21,9 @@ address's lock-out budget (:class:`Lockout`) before the check runs.
 from __future__ import annotations
 
 import base64
+import contextlib
+import ctypes
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -34,7 +34,7 @@ import time
 import tomllib
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,16 +49,58 @@ MIN_PASSWORD_LENGTH = 8
 COMMAND_NAMES = ("SendDTMF", "Call", "HangUp", "ListActiveCalls", "Speak", "Play",
                  "Record", "BlindTransfer", "Hold", "Unhold", "AttendedTransfer", "Forward")
 
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 16384, 8, 1
+#: The cost of a new password's hash (a stored hash keeps its own, so these
+#: change no existing password): 8 MiB and about 40 ms a check here, 0.4 s
+#: on a Pi Zero 2 W. The same work as 16384/8/1 (two passes over 8 MiB
+#: instead of one over 16) in half the memory; why, and what an attacker
+#: gains, is in the README (Sizing for a Pi Zero 2 W).
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 8192, 8, 2
 CACHE_SECONDS = 300.0
-#: scrypt takes 128 * r * N bytes (16 MiB) while it runs, and the C library
-#: keeps that much in every thread that ever ran one. Run in the server's own
+#: scrypt takes 128 * r * N bytes while it runs. Run in the server's own
 #: threads, a burst of wrong passwords grew the process by hundreds of MiB
 #: (48 at once: 790 MiB) on a box that may have 512 MiB; these threads are
 #: the only ones that run it, the rest wait their turn.
 SCRYPT_THREADS = 2
 SCRYPT_WAIT_S = 30.0
-_scrypt_pool = ThreadPoolExecutor(max_workers=SCRYPT_THREADS, thread_name_prefix="scrypt")
+#: glibc's mallopt(3) parameter: blocks at least this large get pages of
+#: their own, given back to the system when freed.
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 128 * 1024
+#: The cores the checking threads run on (None: their starter's).
+_check_cores: set[int] | None = None
+
+
+def check_on_cores(cores: set[int] | None) -> None:
+    """Run the password checks started from now on on ``cores``. scrypt is C
+    that holds no GIL: while the gateway's own threads keep to one core
+    (``serve --cpus one``), a flood of wrong passwords need not take it."""
+    global _check_cores
+    _check_cores = set(cores) if cores else None
+
+
+def _give_back_scrypt_memory() -> None:
+    """Every scrypt check's memory goes back to the system when it ends.
+
+    glibc serves such a block with pages of its own and unmaps them when it
+    is freed, but that first free raises its threshold to the block's size,
+    and from then on each checking thread keeps the block for good (a burst
+    of logins left the process 50 MB larger). A fixed threshold, as
+    ``MALLOC_MMAP_THRESHOLD_`` sets it, turns that rise off; the pages are
+    then mapped afresh for each check (6 ms of CPU at 8 MiB, 10 at 16).
+    Other C libraries decide for themselves."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+
+
+def _start_checking_thread() -> None:
+    _give_back_scrypt_memory()
+    if _check_cores:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, _check_cores)
+
+
+_scrypt_pool = ThreadPoolExecutor(max_workers=SCRYPT_THREADS, thread_name_prefix="scrypt",
+                                  initializer=_start_checking_thread)
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
@@ -85,8 +127,16 @@ def check_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(got, want)
 
 
-# Verifying an unknown user against this keeps its timing that of a real user.
-_DUMMY_HASH = hash_password("no such user", salt=b"\0" * 16)
+def dummy_hash(like: str | None = None) -> str:
+    """What an unknown user's password is checked against: a hash of the
+    cost of ``like`` (a stored hash; by default a new one's) that no password
+    matches, as no scrypt digest is all zeros. Made without running scrypt."""
+    cost = f"{SCRYPT_N}${SCRYPT_R}${SCRYPT_P}"
+    parts = (like or "").split("$")
+    if len(parts) == 6 and parts[0] == "scrypt" and all(x.isdigit() for x in parts[1:4]):
+        cost = "$".join(parts[1:4])
+    b64 = base64.b64encode
+    return f"scrypt${cost}${b64(bytes(16)).decode()}${b64(bytes(32)).decode()}"
 
 
 @dataclass
@@ -184,6 +234,11 @@ class Users:
         self._users: dict[str, User] = {}
         self._stamp: tuple[int, int] | None = None
         self._cache: dict[bytes, float] = {}
+        #: Checks running now, by cache key: the same name and password meanwhile
+        #: wait for the check's result instead of running scrypt again.
+        self._checks: dict[bytes, Future[bool]] = {}
+        # Unknown users are checked at the cost of the file's users.
+        self._dummy = dummy_hash()
         self._key = secrets.token_bytes(32)
         self._lock = threading.Lock()
 
@@ -197,9 +252,13 @@ class Users:
             self._users = load_users(self.path)
             self._stamp = stamp
             self._cache.clear()
+            first = next(iter(self._users.values()), None)
+            self._dummy = dummy_hash(first.password_hash if first else None)
 
-    def _cache_key(self, name: str, password: str) -> bytes:
-        return hmac.new(self._key, f"{name}\0{password}".encode(), "sha256").digest()
+    def _cache_key(self, name: str, password: str, stored: str) -> bytes:
+        # The stored hash is part of it: a password that passed against the
+        # old hash is not remembered for the new one.
+        return hmac.new(self._key, f"{name}\0{password}\0{stored}".encode(), "sha256").digest()
 
     def cached(self, name: str, password: str) -> User | None:
         """The user if this very password passed a check in the last
@@ -207,8 +266,10 @@ class Users:
         with self._lock:
             self._reload()
             user = self._users.get(name)
-            expiry = self._cache.get(self._cache_key(name, password))
-            if user is not None and expiry is not None and expiry > time.monotonic():
+            if user is None:
+                return None
+            expiry = self._cache.get(self._cache_key(name, password, user.password_hash))
+            if expiry is not None and expiry > time.monotonic():
                 return user
         return None
 
@@ -219,14 +280,32 @@ class Users:
             return found
         with self._lock:
             user = self._users.get(name)
-        # scrypt outside the lock: concurrent logins must not queue behind it.
-        ok = check_password(password, user.password_hash if user else _DUMMY_HASH)
+            stored = user.password_hash if user else self._dummy
+            key = self._cache_key(name, password, stored)
+            running = self._checks.get(key)
+            first = running is None
+            if running is None:
+                running = self._checks[key] = Future()
+        if first:
+            # scrypt outside the lock: concurrent logins must not queue behind it.
+            try:
+                running.set_result(check_password(password, stored))
+            except BaseException as exc:
+                running.set_exception(exc)
+                raise
+            finally:
+                with self._lock:
+                    del self._checks[key]
+        try:
+            ok = running.result(timeout=2 * SCRYPT_WAIT_S)
+        except FutureTimeout:
+            ok = False
         if user is None or not ok:
             return None
         with self._lock:
             if len(self._cache) > 1000:
                 self._cache.clear()
-            self._cache[self._cache_key(name, password)] = time.monotonic() + CACHE_SECONDS
+            self._cache[key] = time.monotonic() + CACHE_SECONDS
         return user
 
     def get(self, name: str) -> User | None:
@@ -243,11 +322,13 @@ class Users:
             return len(self._users)
 
 
+@functools.lru_cache(maxsize=256)
 def client_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """A client's address as the server reports it, or None if it is not one.
 
     A zone (``fe80::1%eth0``) is dropped, and an IPv4 client on a dual-stack
     socket (``::ffff:10.0.0.5``) is its IPv4 address, so IPv4 lists match it.
+    Remembered for the last 256 addresses: each request asks three times.
     """
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])

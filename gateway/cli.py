@@ -3,23 +3,52 @@
 Every failure the user can cause ends in one line on standard error and exit
 status 2 (1 for a failure of the machine, e.g. a device that will not open);
 tracebacks are for bugs only.
+
+Only the command being run has its options built, and each command imports
+what it uses when it runs: ``--version`` and ``passwd`` never load numpy,
+the tone engine or the drivers.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from gateway import __version__
-from gateway.errors import GatewayError
 
 if TYPE_CHECKING:
     from gateway.config import Config
 
 PROG = "dtmf-gateway"
+
+#: Set for this process and what it runs, unless the environment says
+#: otherwise. numpy's OpenBLAS starts a thread per core at import, and each
+#: spins for a while after every call; the gateway's numpy work is short
+#: blocks on threads of its own, so those threads only burn CPU (render: twice
+#: the CPU it needs) and, on several cores, bounce the GIL.
+SINGLE_THREADED = {
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+
+#: Each command's line in ``--help``. A command's options are built only when
+#: it is the one being run (render's help quotes the tone engine's limits,
+#: selftest's options come from its module, and both cost numpy).
+COMMAND_HELP = {
+    "render": "write the audio of a key string to a WAV file",
+    "serve": "run the HTTP API",
+    "passwd": "create a user or change a password",
+    "onhook": "put every configured line on hook and exit (the service's ExecStopPost)",
+    "detect": "print what the gateway hears in a recording (DTMF, call-progress tones, "
+              "voice and silence)",
+    "selftest": "bench-test each line's hardware: hook relay and a tone sequence",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,8 +59,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{PROG}: error: {message}\n")
 
 
-class UsageError(GatewayError):
-    """A CLI argument that parsed but cannot be used (exit status 2)."""
+class UsageError(Exception):
+    """A CLI argument that parsed but cannot be used (exit status 2, as for a
+    GatewayError)."""
 
 
 def fail(message: str, status: int = 2) -> int:
@@ -84,7 +114,7 @@ def _add_render_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     )
 
     timing, tones = Timing(), ToneSettings()
-    render = sub.add_parser("render", help="write the audio of a key string to a WAV file")
+    render = sub.add_parser("render", help=COMMAND_HELP["render"])
     # argparse consults this attribute of the parser that reads the option.
     render._negative_number_matcher = _NEGATIVE_NUMBER
     render.add_argument("keys", metavar="KEYS", help="0-9 * # A-D, pauses w , W")
@@ -135,7 +165,37 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         config.server.port = args.port
     # Passwords scrubbed from every record; journald's format under systemd.
     logs.setup(args.log_level, sys.stdout)
+    if args.cpus == "one":
+        # Before serve() starts any thread: each inherits its creator's core.
+        _keep_to_one_core()
     return serve(config)
+
+
+def _keep_to_one_core() -> int | None:
+    """Every thread of this process, and every one it starts later, on one
+    core: the last it may use (a Pi's interrupts go to core 0). The threads
+    of a Python process take turns at the GIL whatever the cores; spread over
+    several, each turn also moves between them, which cost the server half
+    its answers per second. The core, or None if the kernel refused."""
+    import logging
+
+    from gateway import auth
+
+    log = logging.getLogger("gateway.cli")
+    allowed = os.sched_getaffinity(0)
+    core = max(allowed)
+    try:
+        os.sched_setaffinity(0, {core})
+    except OSError as exc:
+        log.warning("serve --cpus one: staying on every core: %s", exc.strerror)
+        return None
+    for task in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(task), {core})
+    # scrypt holds no GIL: the password checks get the other cores.
+    auth.check_on_cores(allowed - {core})
+    log.info("every thread on core %d (--cpus one), password checks on the others", core)
+    return core
 
 
 def _read_password() -> str:
@@ -218,26 +278,25 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="DTMF into phone calls, Ozeki HTTP API style.")
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-
-    _add_render_parser(sub)
-
-    serve = sub.add_parser("serve", help="run the HTTP API")
+def _add_serve_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    serve = sub.add_parser("serve", help=COMMAND_HELP["serve"])
     serve.add_argument("--config", metavar="PATH", help="TOML file (default: one simulated line)")
     serve.add_argument("--host", help="address to listen on (default from config, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default from config, 9509; 0 = any free)")
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--cpus", default="all", choices=["all", "one"],
+                       help="one: every thread on one core, the last this process may use "
+                       "(what the service does); all: wherever the kernel puts them "
+                       "(default)")
     serve.set_defaults(func=_cmd_serve)
 
+
+def _add_passwd_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     from gateway.auth import COMMAND_NAMES, MIN_PASSWORD_LENGTH
 
     passwd = sub.add_parser(
-        "passwd", help="create a user or change a password",
+        "passwd", help=COMMAND_HELP["passwd"],
         description=f"The password (at least {MIN_PASSWORD_LENGTH} characters, or "
         "auth.min_password_length) is read from the terminal, twice, or as one line from "
         "standard input.")
@@ -249,13 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "the user's commands)")
     passwd.set_defaults(func=_cmd_passwd)
 
-    onhook = sub.add_parser("onhook", help="put every configured line on hook and exit "
-                            "(the service's ExecStopPost)")
+
+def _add_onhook_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    onhook = sub.add_parser("onhook", help=COMMAND_HELP["onhook"])
     onhook.add_argument("--config", metavar="PATH", help="TOML file")
     onhook.set_defaults(func=_cmd_onhook)
 
-    detect = sub.add_parser("detect", help="print what the gateway hears in a recording "
-                            "(DTMF, call-progress tones, voice and silence)")
+
+def _add_detect_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    detect = sub.add_parser("detect", help=COMMAND_HELP["detect"])
     detect.add_argument("file", metavar="FILE.wav", help="16-bit PCM WAV, any rate; the first "
                         "channel is used")
     detect.add_argument("--country", default="us", metavar="CC",
@@ -263,19 +324,56 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--json", action="store_true", help="one JSON object per line")
     detect.set_defaults(func=_cmd_detect)
 
+
+def _add_selftest_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     from gateway import selftest
 
     selftest.add_parser(sub)
+
+
+_BUILDERS: dict[str, Callable[[argparse._SubParsersAction[_Parser]], None]] = {
+    "render": _add_render_parser,
+    "serve": _add_serve_parser,
+    "passwd": _add_passwd_parser,
+    "onhook": _add_onhook_parser,
+    "detect": _add_detect_parser,
+    "selftest": _add_selftest_parser,
+}
+
+
+def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
+    """The whole command line; with ``command`` a name, only that command's
+    options are built (the others are listed by name and help), with None
+    none are (enough for ``--version`` and ``--help``)."""
+    parser = _Parser(prog=PROG, description="DTMF into phone calls, Ozeki HTTP API style.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name, build in _BUILDERS.items():
+        if command in ("*", name):
+            build(sub)
+        else:
+            sub.add_parser(name, help=COMMAND_HELP[name])
     return parser
 
 
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` runs: its first word that is not an option (the
+    options before a command take no value)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    for name, value in SINGLE_THREADED.items():
+        os.environ.setdefault(name, value)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_command_in(argv)).parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    from gateway.errors import GatewayError
+
     try:
         return func(args)
-    except GatewayError as exc:
+    except (GatewayError, UsageError) as exc:
         return fail(str(exc))
     except KeyboardInterrupt:
         return 130

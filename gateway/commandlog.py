@@ -48,6 +48,9 @@ class CommandRecord:
 
 
 def _cut(record: CommandRecord) -> CommandRecord:
+    if max(len(record.user), len(record.address), len(record.command), len(record.line),
+           len(record.call)) <= FIELD_CHARS:
+        return record  # the usual case: no copy
     return replace(record, user=record.user[:FIELD_CHARS], address=record.address[:FIELD_CHARS],
                    command=record.command[:FIELD_CHARS], line=record.line[:FIELD_CHARS],
                    call=record.call[:FIELD_CHARS])

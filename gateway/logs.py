@@ -52,6 +52,10 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]*):[^@\s/]*@"), r"\1:" + REDACTED + "@"),
 )
 
+#: What every pattern above needs somewhere in the text: a message without
+#: any of these (the API's one line per command is one) skips all five.
+_TRIGGER = re.compile(r"(?i)passw|pwd|authorization|basic|bearer|digest|://")
+
 #: logging level -> syslog priority (sd-daemon(3) prefixes).
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
              logging.CRITICAL: 2}
@@ -91,6 +95,8 @@ def _continued(text: str) -> str:
 
 def redact(text: str) -> str:
     """``text`` with every credential the patterns know replaced."""
+    if not _TRIGGER.search(text):
+        return text
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        #: Each (command, code)'s counter and its command's timer: looking a
+        #: child up by its labels takes a lock and builds a key every time.
+        self._answered: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+        self._answered_lock = threading.Lock()
         self.commands = Counter(
             "dtmf_gateway_commands", "API commands answered, by command and code",
             ["command", "code"], registry=self.registry,
@@ -40,3 +46,17 @@ class Metrics:
             "dtmf_gateway_calls", "Calls, by direction and how they ended",
             ["direction", "end"], registry=self.registry,
         )
+
+    def command_answered(self, command: str, code: int, seconds: float) -> None:
+        """One command of the API or the console: counted by name and code,
+        timed by name. ``command`` must be one of a few names (the API's, or
+        ``other``): each becomes a label."""
+        children = self._answered.get((command, code))
+        if children is None:
+            with self._answered_lock:
+                children = self._answered.setdefault((command, code), (
+                    self.commands.labels(command, str(code)),
+                    self.request_seconds.labels(command)))
+        counted, timed = children
+        counted.inc()
+        timed.observe(seconds)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import threading
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -50,6 +53,72 @@ def test_answer_is_the_seed_shape_byte_for_byte(client) -> None:  # type: ignore
         "  </ActiveCalls>\n"
         "</Response>\n"
     )
+
+
+def test_the_fast_path_answers_as_flask_does(make_app: Callable[..., Flask]) -> None:
+    """/api is answered in front of Flask (issue 17); every answer must be what
+    Flask's own route gives, to the byte and header, and what is not /api
+    must still reach Flask. Two gateways, the same requests in the same order."""
+    from werkzeug.test import Client
+
+    from gateway.api.views import ApiFastPath
+
+    fast_app = make_app(server={"max_request_bytes": 2048})
+    flask_app = make_app(server={"max_request_bytes": 2048})
+    assert isinstance(fast_app.wsgi_app, ApiFastPath)
+    fast = Client(fast_app.wsgi_app)
+    slow = Client(flask_app.wsgi_app.wsgi_app)  # type: ignore[attr-defined]
+    auth = {"Username": USER, "Password": PASSWORD}
+    basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    calls: dict[int, str] = {}
+
+    def same(method: str, path: str = "/api", **kwargs: Any) -> bytes:
+        got = [client.open(path, method=method, environ_base={"REMOTE_ADDR": "127.0.0.1"},
+                           **kwargs) for client in (fast, slow)]
+        bodies = [r.data for r in got]
+        for i, body in enumerate(bodies):  # each gateway numbers and times its own calls
+            found = re.search(rb"<CallId>(\w+)</CallId>", body)
+            if found:
+                calls[i] = found.group(1).decode()
+            if i in calls:
+                body = body.replace(calls[i].encode(), b"CALL")
+            bodies[i] = re.sub(rb"(<(?:StartTime|RingDuration|TalkDuration)>)[^<]*", rb"\1-",
+                               body)
+        heads = [(r.status, list(r.headers.items())) for r in got]
+        assert heads[0] == heads[1], (method, path, kwargs)
+        assert bodies[0] == bodies[1], (method, path, kwargs)
+        return bodies[0]
+
+    same("GET", query_string={"command": "ListActiveCalls", **auth})
+    same("HEAD", query_string={"command": "ListActiveCalls", **auth})
+    same("POST", data={"command": "ListActiveCalls", **auth})
+    same("GET", query_string={"command": "listactivecalls"}, headers={"Authorization": basic})
+    same("GET", query_string={"command": "ListActiveCalls"})
+    same("GET", query_string={"command": "ListActiveCalls", "Username": USER,
+                              "Password": "wrong"})
+    same("GET", query_string={"command": "SendDTMF", "Username": "listener",
+                              "Password": "listen-only"})
+    same("GET", query_string={"command": "Nonsense\r\ncode=200", **auth})
+    same("GET", query_string="command=SendDTMF&Keys=1&Keys=2&callid=%ff&"
+         + urllib.parse.urlencode(auth))
+    same("GET", query_string={"command": "HangUp", "CallId": "nosuch", **auth})
+    same("POST", data={"command": "ListActiveCalls", "pad": "x" * 4096, **auth})
+    same("POST", data=b"\xff\xfe", content_type="application/x-www-form-urlencoded")
+    assert b"<CallId>" in same("GET", query_string={"command": "Call", "Dialed": "1", **auth})
+    for i in (0, 1):
+        client = (fast, slow)[i]
+        sent = client.get("/api", query_string={"command": "SendDTMF", "CallId": calls[i],
+                                                "Keys": "1", "Party": "all", **auth},
+                          environ_base={"REMOTE_ADDR": "127.0.0.1"})
+        assert b"<Code>200</Code>" in sent.data
+    assert b"CALL" in same("GET", query_string={"command": "ListActiveCalls", **auth})
+    same("GET", query_string={"command": "HangUp", "CallId": "x", **auth})
+    # Not /api, or not a method of it: Flask's own answers.
+    same("PUT", query_string={"command": "ListActiveCalls", **auth})
+    same("OPTIONS")
+    same("GET", "/api/", query_string={"command": "ListActiveCalls", **auth})
+    same("GET", "/", query_string={"command": "ListActiveCalls", **auth})
+    same("GET", "/healthz")
 
 
 def test_seed_file_shape_matches_ours() -> None:

@@ -1,5 +1,8 @@
+import os
+import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -230,3 +233,123 @@ def test_passwd_help_says_how_long_a_password_must_be() -> None:
     assert result.returncode == 0
     assert "at least 8 characters" in " ".join(result.stdout.split())
     assert "SendDTMF, Call, HangUp, ListActiveCalls" in " ".join(result.stdout.split())
+
+
+def _modules_after(code: str) -> set[str]:
+    """The modules a fresh interpreter holds after running ``code``."""
+    script = (f"import sys\ntry:\n    {code}\nexcept SystemExit:\n    pass\n"
+              "print(' '.join(sorted(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, check=True)
+    return set(result.stdout.split())
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["passwd", "--help"],
+                                  ["bogus"]])
+def test_commands_that_need_no_tones_load_none(argv: list[str]) -> None:
+    """Issue 17: building every command's options imported numpy, the tone
+    engine, the configuration and selftest (and ran a scrypt) for --version."""
+    loaded = _modules_after(f"from gateway.cli import main; main({argv!r})")
+    heavy = {"numpy", "gateway.tones", "gateway.config", "gateway.selftest", "gateway.lines",
+             "gateway.wiring", "flask"}
+    assert not loaded & heavy, loaded & heavy
+    if argv[0] != "passwd":
+        assert "gateway.auth" not in loaded and "hashlib" not in loaded
+
+
+def test_render_builds_only_its_own_options() -> None:
+    loaded = _modules_after("from gateway.cli import main; main(['render', '--help'])")
+    assert "gateway.tones" in loaded
+    assert not loaded & {"gateway.selftest", "gateway.config", "gateway.auth", "flask"}
+
+
+def test_the_command_list_is_the_same_built_or_not() -> None:
+    """Each command's line of help is written once for the list and once where
+    its options are built (selftest's in its module): they must agree."""
+    from gateway.cli import build_parser
+
+    assert build_parser(None).format_help() == build_parser("*").format_help()
+    for name in ("render", "serve", "passwd", "onhook", "detect", "selftest"):
+        assert build_parser(name).format_help() == build_parser("*").format_help(), name
+
+
+def _threads_after_numpy(setup: str, env: dict[str, str]) -> tuple[int, int]:
+    """(threads of the process, threads Python knows of) once numpy is imported."""
+    script = (f"{setup}\nimport os, threading, numpy\n"
+              "print(len(os.listdir('/proc/self/task')), threading.active_count())")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, check=True, env=env)
+    counted = [int(x) for x in result.stdout.splitlines()[-1].split()]
+    return counted[0], counted[1]
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="OpenBLAS starts no pool on one core")
+def test_the_cli_starts_no_thread_pool_of_numpys() -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    # What the test must be able to see: on its own, numpy starts a pool.
+    alone = _threads_after_numpy("", env)
+    assert alone[0] > alone[1], alone
+    # Through the CLI, and with every module serve and selftest load: no
+    # library starts a thread Python does not know of.
+    through_cli = _threads_after_numpy(
+        "from gateway.cli import main\ntry:\n    main(['--version'])\nexcept SystemExit:\n"
+        "    pass\nimport gateway.server, gateway.wiring, gateway.selftest, gateway.speech", env)
+    assert through_cli[0] == through_cli[1], through_cli
+    # Whoever set it otherwise is obeyed.
+    assert _threads_after_numpy("from gateway.cli import main\ntry:\n    main(['--version'])\n"
+                                "except SystemExit:\n    pass",
+                                {**env, "OPENBLAS_NUM_THREADS": "2"})[0] > through_cli[0]
+
+
+def _cores_of(pid: int) -> set[frozenset[int]]:
+    """The core sets the process's threads may run on."""
+    found = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        listed = Path(f"/proc/{pid}/task/{task}/status").read_text().split(
+            "Cpus_allowed_list:")[1].split()[0]
+        cores: set[int] = set()
+        for part in listed.split(","):
+            first, _, last = part.partition("-")
+            cores.update(range(int(first), int(last or first) + 1))
+        found.add(frozenset(cores))
+    return found
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: nothing to choose")
+@pytest.mark.parametrize("cpus", ["one", "all"])
+def test_serve_cpus_one_keeps_every_thread_on_the_last_core(tmp_path: Path, cpus: str) -> None:
+    (tmp_path / "g.toml").write_text('[[line]]\nname = "l1"\ndriver = "simulated"\n'
+                                     'record_dir = "rec"\n')
+    from gateway.auth import save_user
+
+    save_user(tmp_path / "users.toml", "u", "password-1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(tmp_path / "g.toml"),
+         "--port", "0", "--cpus", cpus], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            found = re.search(r"serving http://127\.0\.0\.1:(\d+)/api", line)
+            if found:
+                break
+        assert found
+        started = _cores_of(proc.pid)
+        # A password check starts a checking thread.
+        with urllib.request.urlopen(f"http://127.0.0.1:{found.group(1)}/api?command="
+                                    "ListActiveCalls&Username=u&Password=password-1") as got:
+            assert b"<Code>200</Code>" in got.read()
+        checked = _cores_of(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    allowed = frozenset(os.sched_getaffinity(0))
+    last = frozenset({max(allowed)})
+    if cpus == "one":
+        assert started == {last}, started
+        # scrypt holds no GIL: its thread runs on the other cores.
+        assert checked == {last, allowed - last}, checked
+    else:
+        assert started == {allowed}, started
+        assert checked == started

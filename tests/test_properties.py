@@ -279,3 +279,16 @@ def test_any_document_loads_or_raises_configerror(data: dict[str, Any]) -> None:
         assert line.name and set(line.name) <= set(string.ascii_letters + string.digits + "-_")
     config.tones.settings()
     config.users_path  # noqa: B018 - resolving it must not raise
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from("&<>\"'; amp;lt;gt;x\u00e9\ufffd"), max_size=40)
+       | st.text(max_size=40))
+def test_the_answers_escape_is_the_standard_librarys(text: str) -> None:
+    """responses.escape stands in for xml.sax.saxutils.escape (issue 17: its
+    import brought urllib.request and SAX into every start-up)."""
+    from xml.sax.saxutils import escape as sax_escape
+
+    from gateway.api.responses import escape
+
+    assert escape(text) == sax_escape(text)

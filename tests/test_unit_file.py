@@ -102,7 +102,8 @@ def test_the_unit_agrees_with_the_installer_and_the_server() -> None:
     script = INSTALL.read_text()
     exec_start = one("ExecStart").split()
     assert exec_start[0] == "/opt/dtmf-gateway/bin/dtmf-gateway"
-    assert exec_start[1:] == ["serve", "--config", "/etc/dtmf-gateway/gateway.toml"]
+    assert exec_start[1:] == ["serve", "--config", "/etc/dtmf-gateway/gateway.toml",
+                              "--cpus", "one"]
     assert "OPT=/opt/$NAME" in script and "ETC=/etc/$NAME" in script
     assert "STATE=/var/lib/$NAME" in script and "NAME=dtmf-gateway" in script
     assert one("StateDirectory").split()[0] == "dtmf-gateway"
@@ -115,3 +116,19 @@ def test_the_unit_agrees_with_the_installer_and_the_server() -> None:
     assert seconds(one("TimeoutStopSec")) > 3 * server.STOP_TIMEOUT_S + 5
     # Pings go out every WatchdogSec/2; a probe that hangs takes at most 5 s of that.
     assert seconds(one("WatchdogSec")) / 2 > 5 + 5
+
+
+def test_the_unit_keeps_the_gateway_to_one_core_and_one_thread_per_pool() -> None:
+    """--cpus one sets the core of every thread itself: the one syscall of
+    @resources it needs is allowed back, and no other. The thread-pool
+    variables are the CLI's own (it sets them where they are unset)."""
+    from gateway.cli import SINGLE_THREADED, build_parser
+
+    args = build_parser("serve").parse_args(one("ExecStart").split()[1:])
+    assert args.cpus == "one"
+    filters = values("SystemCallFilter")
+    assert filters[-1] == "sched_setaffinity"
+    assert "@resources" in filters[-2].split()
+    environment = dict(v.split("=", 1) for v in values("Environment"))
+    assert {k: environment.get(k) for k in SINGLE_THREADED} == SINGLE_THREADED
+

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from flask import current_app, request
+from flask import Request, current_app, request
 
 from gateway import ozml
 from gateway.api.responses import element
@@ -50,9 +50,11 @@ def state() -> ApiState:
 
 class Params:
     """The request's parameters, by lower-cased name, from the query and the form
-    (or from ``given``: the console's forms, mapped to API parameter names)."""
+    of ``source`` (by default Flask's request), or from ``given``: the
+    console's forms, mapped to API parameter names."""
 
-    def __init__(self, given: Mapping[str, str] | None = None) -> None:
+    def __init__(self, given: Mapping[str, str] | None = None, *,
+                 source: Request | None = None) -> None:
         self.values: dict[str, str] = {}
         self.names: dict[str, str] = {}
         self.repeated: set[str] = set()
@@ -60,10 +62,11 @@ class Params:
         if given is not None:
             pairs = given.items()
         else:
-            sources = [request.args]
-            if request.method == "POST":
-                sources.append(request.form)
-            pairs = [item for source in sources for item in source.items(multi=True)]
+            source = request if source is None else source
+            sources = [source.args]
+            if source.method == "POST":
+                sources.append(source.form)
+            pairs = [item for form in sources for item in form.items(multi=True)]
         for name, value in pairs:
             key = name.lower()
             if key in self.values and self.values[key] != value:
@@ -323,8 +326,7 @@ def record(via: str, user: str | None, address: str, command: str, outcome: Outc
     # even without a password, would grow the registry without bound.
     name = logged_name(command)
     label = name if name != "-" else "other"
-    metrics.commands.labels(label, str(int(outcome.code))).inc()
-    metrics.request_seconds.labels(label).observe(elapsed)
+    metrics.command_answered(label, int(outcome.code), elapsed)
     # One line per command. Never the query string: it may carry a password.
     # Every value a client chose goes through logs.escape, so a newline in a
     # CallId cannot forge a second log line.

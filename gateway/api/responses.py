@@ -8,7 +8,6 @@ optional ``NotificationName`` and any command-specific elements.
 from __future__ import annotations
 
 import re
-from xml.sax.saxutils import escape
 
 from gateway.codes import MESSAGES, Code
 
@@ -21,6 +20,12 @@ HEAD = (
     '<Response xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
     ' xmlns:xsd="http://www.w3.org/2001/XMLSchema">\n'
 )
+
+
+def escape(text: str) -> str:
+    """``&``, ``<`` and ``>`` as entities, as ``xml.sax.saxutils.escape`` has
+    them (whose import brings ``urllib.request`` and the SAX package along)."""
+    return text.replace("&", "&amp;").replace(">", "&gt;").replace("<", "&lt;")
 
 
 def element(name: str, value: object) -> str:
