@@ -205,12 +205,28 @@ class Gateway:
         """On hook, close the recording, unregister, tell FinishedUrl. Idempotent."""
         if not self.registry.finish(call, reason):
             return
-        for hook in call.hangup_hooks:
-            hook()
-        with self.registry.lock:
-            if line.call is call:
-                line.call = None
-        line.on_hook()
+        try:
+            self._put_down(line, call)
+        finally:
+            self.registry.retire(call)
+        end = "fault" if reason.startswith("line fault") else "normal"
+        self.metrics.calls.labels(call.direction, end).inc()
+        log.info("call %s on %s ended: %s", call.call_id, line.name, reason)
+        if call.finished_url:
+            self.notifier.send_later(call.finished_url, notifications.call_finished(call))
+
+    def _put_down(self, line: Line, call: Call) -> None:
+        """The ended ``call``'s hardware side: hooks, on hook, the recording."""
+        try:
+            for hook in call.hangup_hooks:
+                hook()
+            line.on_hook()
+        finally:
+            # Free only once on hook: a Call let onto the line sooner could go
+            # off hook before this on_hook, which would then drop it.
+            with self.registry.lock:
+                if line.call is call:
+                    line.call = None
         if line.recorder is not None:
             try:
                 line.recorder.end(call.call_id)
@@ -221,11 +237,6 @@ class Gateway:
             except Exception:
                 log.exception("line %s: ending the recording of %s failed", line.name,
                               call.call_id)
-        end = "fault" if reason.startswith("line fault") else "normal"
-        self.metrics.calls.labels(call.direction, end).inc()
-        log.info("call %s on %s ended: %s", call.call_id, line.name, reason)
-        if call.finished_url:
-            self.notifier.send_later(call.finished_url, notifications.call_finished(call))
 
     def report_error(self, call: Call, exc: BaseException) -> None:
         """What went wrong in ``call`` outside any request: logged, and sent to

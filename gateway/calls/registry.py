@@ -164,13 +164,15 @@ class CallRegistry:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self._active: dict[str, Call] = {}
+        #: Calls finished but not yet retired (their line is going on hook).
+        self._ending: dict[str, Call] = {}
         self.recent: deque[Call] = deque(maxlen=RECENT_CALLS)
 
     def new_id(self) -> str:
         """Six random URL-safe characters, like Ozeki's ``SdwQD``, not in use
         and not among the recently ended calls."""
         with self.lock:
-            taken = set(self._active) | {c.call_id for c in self.recent}
+            taken = set(self._active) | set(self._ending) | {c.call_id for c in self.recent}
         while True:
             call_id = "".join(secrets.choice(CALL_ID_ALPHABET) for _ in range(6))
             if call_id not in taken:
@@ -199,7 +201,9 @@ class CallRegistry:
             return sorted(self._active.values(), key=lambda c: c.started)
 
     def finish(self, call: Call, reason: str) -> bool:
-        """Mark ``call`` ended with ``reason``; False if it had ended already."""
+        """Mark ``call`` ended with ``reason``; False if it had ended already.
+        It is no longer active, and joins the recent calls when :meth:`retire`
+        says its line is on hook."""
         with self.lock:
             if call.over:
                 return False
@@ -209,5 +213,12 @@ class CallRegistry:
             call.hangup.set()
             call.keys.close()
             self._active.pop(call.call_id, None)
-            self.recent.append(call)
+            self._ending[call.call_id] = call
             return True
+
+    def retire(self, call: Call) -> None:
+        """``call``'s line is on hook: it is one of the recent calls, so
+        whoever sees it there sees a line that is free."""
+        with self.lock:
+            if self._ending.pop(call.call_id, None) is not None:
+                self.recent.append(call)
