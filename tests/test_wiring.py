@@ -188,8 +188,9 @@ def test_older_systems_read_boot_config_txt(pi: FakePi) -> None:
 )
 def test_config_txt_lines_that_are_not_in_force(pi: FakePi, text: str) -> None:
     pi.config_txt(text)
-    check(config(audio_line(hook_relay_pin=17, ring_detect_pin=10, loop_current_pin=14)),
-          pi.root)
+    cfg = config(audio_line(hook_relay_pin=17, ring_detect_pin=10, loop_current_pin=14))
+    assert collisions(cfg, pi.root) == []
+    check(cfg, pi.root)
 
 
 def test_config_txt_include_and_interfaces(pi: FakePi) -> None:
@@ -238,6 +239,7 @@ def test_mock_and_simulated_pins_touch_no_hardware(pi: FakePi) -> None:
                  {"name": "mt1", "driver": "mt8880", "simulate": True,
                   "gpio": {"hook_relay_pin": 17}},
                  {"name": "sim", "driver": "simulated"})
+    assert collisions(cfg, pi.root) == []
     check(cfg, pi.root)
 
 
