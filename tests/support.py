@@ -13,6 +13,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from gateway.errors import LineFault
+
 MULTIMON = shutil.which("multimon-ng")
 needs_multimon = pytest.mark.skipif(
     MULTIMON is None and not __import__("os").environ.get("CI"),
@@ -151,6 +153,40 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class Told:
+    """What a line's ears told the call layer (a ``LineHandler``), recorded:
+    the rings, the far end leaving, the keys with their durations and the
+    faults. ``changed`` is set when the far end leaves or a fault comes.
+    ``faults_fail``: a fault is a failure of the test (raised in the ears'
+    thread) rather than recorded."""
+
+    def __init__(self, *, faults_fail: bool = False) -> None:
+        self.rings = 0
+        self.rang = threading.Event()
+        self.left: list[str] = []
+        self.keys: list[tuple[str, int]] = []
+        self.faults: list[LineFault] = []
+        self.changed = threading.Event()
+        self._faults_fail = faults_fail
+
+    def ringing(self) -> None:
+        self.rings += 1
+        self.rang.set()
+
+    def far_end_left(self, why: str) -> None:
+        self.left.append(why)
+        self.changed.set()
+
+    def key(self, key: str, duration_ms: int) -> None:
+        self.keys.append((key, duration_ms))
+
+    def fault(self, exc: LineFault) -> None:
+        if self._faults_fail:
+            raise AssertionError(f"no fault expected: {exc}")
+        self.faults.append(exc)
+        self.changed.set()
 
 
 def hold_first_emit(

@@ -11,31 +11,14 @@ import pytest
 from gateway.detect import Tone, ToneEnd, Voice
 from gateway.errors import CallFailed, LineFault
 from gateway.lines.hearing import Ears, Hears, ProgressRules
+from tests.support import Told
 
 RULES = ProgressRules(dial_tone_s=3.0, no_answer_s=60.0, confirm_s=2.0)
 
 
-class Handler:
-    def __init__(self) -> None:
-        self.rang = 0
-        self.faults: list[LineFault] = []
-
-    def ringing(self) -> None:
-        self.rang += 1
-
-    def far_end_left(self, why: str) -> None:
-        pass
-
-    def key(self, key: str, duration_ms: int) -> None:
-        pass
-
-    def fault(self, exc: LineFault) -> None:
-        self.faults.append(exc)
-
-
-def ears() -> tuple[Ears, Handler]:
+def ears() -> tuple[Ears, Told]:
     e = Ears("line1", Hears.TONES | Hears.VOICE)
-    handler = Handler()
+    handler = Told()
     e.handler = handler
     e.start()
     return e, handler
@@ -50,7 +33,7 @@ def test_what_was_heard_before_the_set_up_was_followed_still_counts() -> None:
     progress.wait_dial_tone(1)  # already heard: no wait
     progress.dialled()
     e.heard([Tone(2.2, "ringback", "us")], 4.6)
-    assert handler.rang == 1
+    assert handler.rings == 1
     e.heard([ToneEnd(10.2, "ringback"), Voice(11.2)], 12.3)
     assert progress.wait_answer(1) == 10.2
 
@@ -58,11 +41,11 @@ def test_what_was_heard_before_the_set_up_was_followed_still_counts() -> None:
 def test_ringing_heard_before_the_set_up_was_followed_is_told_once() -> None:
     e, handler = ears()
     e.heard([Tone(0.01, "dial", "us"), Tone(2.2, "ringback", "us")], 4.6)
-    assert handler.rang == 0  # nobody was following the call yet
+    assert handler.rings == 0  # nobody was following the call yet
     progress = e.track("123", RULES)
-    assert handler.rang == 1
+    assert handler.rings == 1
     e.heard([Tone(8.2, "ringback", "us")], 9.0)
-    assert handler.rang == 1
+    assert handler.rings == 1
     # Dial tone came and went before the number could be dialled: the set-up
     # is past waiting for it.
     progress.wait_dial_tone(1)

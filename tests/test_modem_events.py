@@ -32,6 +32,7 @@ from gateway.lines.modem import (
 from gateway.lines.modem_sim import FarEnd, FarEvent, ScriptedFarEnds, SimulatedModem
 from gateway.tones import Timing, ToneEngine, TonePlan
 from tests.conftest import wait_until
+from tests.support import Told
 
 EVERY_REPORT = ["dial", "busy", "ringback", "silence", "quiet", "loop", "keys"]
 FAST = Timing(50, 50)
@@ -236,27 +237,6 @@ def test_reports_are_configured_by_name() -> None:
 # -- the driver against the simulated modem -------------------------------------------
 
 
-class Told:
-    """The call layer's side of the line's ears."""
-
-    def __init__(self) -> None:
-        self.rang = threading.Event()
-        self.left: list[str] = []
-        self.keys: list[tuple[str, int]] = []
-
-    def ringing(self) -> None:
-        self.rang.set()
-
-    def far_end_left(self, why: str) -> None:
-        self.left.append(why)
-
-    def key(self, key: str, duration_ms: int) -> None:
-        self.keys.append((key, duration_ms))
-
-    def fault(self, exc: LineFault) -> None:
-        raise AssertionError(f"no fault expected: {exc}")
-
-
 @pytest.fixture
 def sim() -> Iterator[SimulatedModem]:
     with SimulatedModem() as modem:
@@ -270,7 +250,7 @@ def open_line(sim: SimulatedModem, answer_wait_ms: int = 300, **options: Any
         "reports": EVERY_REPORT, "call_timing": ModemCallTiming(answer_wait_ms=answer_wait_ms),
         **options}
     line = ModemLine("modem1", ModemOptions(**settings), ToneEngine())
-    told = Told()
+    told = Told(faults_fail=True)
     assert line.ears is not None
     line.ears.handler = told
     line.open()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import statistics
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -23,7 +22,6 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from gateway.detect import Silence, Tone, ToneEnd, Voice
-from gateway.errors import LineFault
 from gateway.keys import parse_keys
 from gateway.lines.base import HookState
 from gateway.lines.hearing import LineEvent, LoopBreak
@@ -33,6 +31,7 @@ from gateway.lines.mt8880_sim import CODES, CRA, MT8880Simulator, RecordedFarEnd
 from gateway.tones import Timing, TonePlan
 from tests.conftest import wait_until
 from tests.sox_signals import Pcm, cadence, keys, needs_espeak, needs_sox, resample, speech, synth
+from tests.support import Told
 from tests.test_mt8880 import Analyser, Rig, Wires, make_rig  # noqa: F401  (a fixture)
 
 pytestmark = needs_sox
@@ -304,36 +303,14 @@ def test_speech_makes_no_keys(bench: tuple[MT8880Simulator, Wires, Any]) -> None
 # -- the driver: the receive path on the bus, keys to the ears, our own keys marked ------------
 
 
-class Handler:
-    """The call layer's side of the ears, recorded."""
-
-    def __init__(self) -> None:
-        self.keys: list[tuple[str, int]] = []
-        self.rang = threading.Event()
-        self.left: list[str] = []
-        self.faults: list[LineFault] = []
-
-    def ringing(self) -> None:
-        self.rang.set()
-
-    def far_end_left(self, why: str) -> None:
-        self.left.append(why)
-
-    def key(self, key: str, duration_ms: int) -> None:
-        self.keys.append((key, duration_ms))
-
-    def fault(self, exc: LineFault) -> None:
-        self.faults.append(exc)
-
-
 @pytest.fixture
-def listening(request: pytest.FixtureRequest) -> Callable[..., tuple[Rig, Handler]]:
+def listening(request: pytest.FixtureRequest) -> Callable[..., tuple[Rig, Told]]:
     """Rigs of tests/test_mt8880.py (closed and checked after the test) that listen."""
     rigs: Callable[..., Rig] = request.getfixturevalue("make_rig")
 
-    def make(**overrides: Any) -> tuple[Rig, Handler]:
+    def make(**overrides: Any) -> tuple[Rig, Told]:
         rig = rigs(listen=True, **overrides)
-        handler = Handler()
+        handler = Told()
         assert rig.line.ears is not None
         rig.line.ears.handler = handler
         return rig, handler
@@ -347,7 +324,7 @@ def cra_writes(sim: MT8880Simulator, since: int = 0) -> list[int]:
 
 @pytest.mark.parametrize("irq", [None, IRQ])
 def test_a_far_end_key_is_read_as_the_datasheets_bus_cycle_says(
-        listening: Callable[..., tuple[Rig, Handler]], irq: int | None) -> None:
+        listening: Callable[..., tuple[Rig, Told]], irq: int | None) -> None:
     rig, handler = listening(irq_pin=irq, setup_us=200, strobe_us=200, hold_us=200)
     play(rig.sim, synth(keys("7", 0.1, 0.2, lead_s=0.5)))
     rig.line.open()
@@ -371,7 +348,7 @@ def test_a_far_end_key_is_read_as_the_datasheets_bus_cycle_says(
 
 @pytest.mark.parametrize("burst", [False, True])
 def test_our_own_keys_heard_back_are_not_the_far_ends(
-        listening: Callable[..., tuple[Rig, Handler]], burst: bool) -> None:
+        listening: Callable[..., tuple[Rig, Told]], burst: bool) -> None:
     rig, handler = listening(burst=burst)
     # The far end presses 4 once our keys are done.
     far = play(rig.sim, synth([(1.6, []), *keys("4", 0.1, 0.1, lead_s=0.0)]))
@@ -389,7 +366,7 @@ def test_our_own_keys_heard_back_are_not_the_far_ends(
     assert rig.line.echoes == (3 if burst else 1)
 
 
-def test_receiving_never_runs_during_a_tone(listening: Callable[..., tuple[Rig, Handler]]
+def test_receiving_never_runs_during_a_tone(listening: Callable[..., tuple[Rig, Told]]
                                            ) -> None:
     # The hearing thread polls every 10 ms; none of its reads may fall between
     # a tone's TOUT on and off (its timing is the driver's promise).
@@ -407,7 +384,7 @@ def test_receiving_never_runs_during_a_tone(listening: Callable[..., tuple[Rig, 
 
 
 def test_a_stuck_rdrf_is_a_fault_not_a_stream_of_keys(
-        listening: Callable[..., tuple[Rig, Handler]]) -> None:
+        listening: Callable[..., tuple[Rig, Told]]) -> None:
     from gateway.lines.mt8880_sim import Fault
 
     rig, handler = listening()
@@ -420,7 +397,7 @@ def test_a_stuck_rdrf_is_a_fault_not_a_stream_of_keys(
 
 
 def test_loop_current_break_reaches_the_ears_in_line_time(
-        listening: Callable[..., tuple[Rig, Handler]]) -> None:
+        listening: Callable[..., tuple[Rig, Told]]) -> None:
     rig, handler = listening()
     rig.line.open()
     rig.line.off_hook()
@@ -470,7 +447,7 @@ UK_RINGBACK = (400, 200, 400, 2000)
 
 
 def test_a_call_set_up_heard_in_call_progress_mode(
-        listening: Callable[..., tuple[Rig, Handler]]) -> None:
+        listening: Callable[..., tuple[Rig, Told]]) -> None:
     rig, handler = listening(irq_pin=IRQ, country="uk")
     exchange: list[Exchange] = []
 
@@ -514,7 +491,7 @@ def test_a_call_set_up_heard_in_call_progress_mode(
     assert not rig.sim.violations
 
 
-def test_no_dial_tone_is_heard_as_none(listening: Callable[..., tuple[Rig, Handler]]) -> None:
+def test_no_dial_tone_is_heard_as_none(listening: Callable[..., tuple[Rig, Told]]) -> None:
     from gateway.errors import CallFailed
     from gateway.lines.base import CallTiming
 
@@ -530,7 +507,7 @@ def test_no_dial_tone_is_heard_as_none(listening: Callable[..., tuple[Rig, Handl
 
 
 def test_the_hearing_stops_on_hook_and_starts_afresh(
-        listening: Callable[..., tuple[Rig, Handler]]) -> None:
+        listening: Callable[..., tuple[Rig, Told]]) -> None:
     rig, handler = listening()
     rig.line.open()
     for key in "12":
