@@ -129,7 +129,7 @@ def send(line: MT8880Line, keys: str, duration: int = 50, gap: int = 50) -> floa
     return started
 
 
-def sends_exactly(rig: Rig, keys: str, duration: int = 50, gap: int = 50) -> None:
+def check_sends_exactly(rig: Rig, keys: str, duration: int = 50, gap: int = 50) -> None:
     """The check that ``keys`` reached the line: the keys the simulated chip
     sent while off hook, read through the data sheet's code table, and no
     breach of the bus rules on the way."""
@@ -375,7 +375,7 @@ def test_every_key_reaches_the_line_as_its_datasheet_code(make_rig: Callable[...
                                                          burst: bool) -> None:
     rig = make_rig(burst=burst)
     rig.line.open()
-    sends_exactly(rig, ALL_KEYS, 40, 50)
+    check_sends_exactly(rig, ALL_KEYS, 40, 50)
 
 
 @needs_multimon
@@ -1013,7 +1013,7 @@ def test_a_driver_that_strays_from_the_datasheet_fails_the_checks(
     rig = make_rig(burst=burst, strict=False)
     with pytest.raises((AssertionError, LineFault)):
         rig.line.open()
-        sends_exactly(rig, ALL_KEYS, 40, 50)
+        check_sends_exactly(rig, ALL_KEYS, 40, 50)
 
 
 # -- is the chip there? what proves it, said plainly --------------------------------------
@@ -1052,5 +1052,5 @@ def test_burst_mode_without_a_relay_is_proven_by_its_first_digit(
     rig = make_rig(relay=False, burst=True)
     rig.line.open()
     assert rig.line.status()["chip"] == "unproven"
-    sends_exactly(rig, "1")
+    check_sends_exactly(rig, "1")
     assert rig.line.status()["chip"] == "proven"
