@@ -131,6 +131,19 @@ class TonePlan:
                 ms += symbol.ms
         return ms / 1000.0
 
+    def key_times(self) -> list[tuple[str, float, float]]:
+        """Each key with its start and end (seconds from the plan's start,
+        between the -6 dB points), as the tone engine renders them."""
+        out: list[tuple[str, float, float]] = []
+        ms = 0
+        for symbol in self.symbols:
+            if isinstance(symbol, Tone):
+                out.append((symbol.key, ms / 1000, (ms + self.timing.duration_ms) / 1000))
+                ms += self.timing.duration_ms + self.timing.gap_ms
+            elif isinstance(symbol, Pause):
+                ms += symbol.ms
+        return out
+
     @property
     def flashes(self) -> int:
         return sum(1 for symbol in self.symbols if isinstance(symbol, Flash))

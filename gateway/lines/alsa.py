@@ -40,7 +40,6 @@ import numpy as np
 
 from gateway.detect.countries import COUNTRIES
 from gateway.errors import LineFault, LineInterrupted
-from gateway.keys import Pause, Tone
 from gateway.lines.alsa_capture import AlsaCapture, CaptureOptions
 from gateway.lines.base import CallTiming, HookState, LineDriver, Party, Routing
 from gateway.lines.gpio import GpioOptions, LineControl
@@ -416,10 +415,6 @@ class AlsaLine(LineDriver):
             super().place_call(dialed, timing, call_timing, no_answer_s=no_answer_s)
         finally:
             self._dialling = False
-        ears = self.ears
-        if ears is not None and not ears.hears & Hears.TONES:
-            # Connected after the fixed waits; the loop sense follows the talk.
-            ears.talking()
 
     # -- hearing -----------------------------------------------------------------
     def _line_time(self) -> float:
@@ -446,7 +441,7 @@ class AlsaLine(LineDriver):
             return None
         start = source.position
         lag = source.lag_s + (geometry.buffer_s if geometry is not None else 0.0)
-        for key, on_s, off_s in key_times(plan):
+        for key, on_s, off_s in plan.key_times():
             ears.own_key(key, start + on_s, start + off_s + lag)
         return start + plan.seconds + lag
 
@@ -565,17 +560,3 @@ class AlsaLine(LineDriver):
             out["capture"] = capture
         out.update(self.control.status())
         return out
-
-
-def key_times(plan: TonePlan) -> list[tuple[str, float, float]]:
-    """Each key of ``plan`` with its start and end (seconds from the plan's
-    start, between the -6 dB points), as the tone engine renders them."""
-    out: list[tuple[str, float, float]] = []
-    ms = 0
-    for symbol in plan.symbols:
-        if isinstance(symbol, Tone):
-            out.append((symbol.key, ms / 1000, (ms + plan.timing.duration_ms) / 1000))
-            ms += plan.timing.duration_ms + plan.timing.gap_ms
-        elif isinstance(symbol, Pause):
-            ms += symbol.ms
-    return out

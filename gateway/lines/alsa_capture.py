@@ -42,7 +42,6 @@ STALL_S = 0.5
 #: At most this much silence stands in for what an overrun lost; a longer
 #: gap is the stall above, not an overrun.
 MAX_GAP_S = 2.0
-SAMPLE_BYTES = 2  # S16_LE
 #: The most audio the capture buffer may hold: it bounds how late on the
 #: line's timeline the echo of the gateway's own keys can appear.
 MAX_BUFFER_MS = 500

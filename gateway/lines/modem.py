@@ -865,9 +865,15 @@ class ModemLine(LineDriver):
         # V.253's +VTS takes "!" as a hook flash, timed like a tone.
         if self._hook is not HookState.OFF_HOOK:
             raise LineFault("the line is on hook: there is no loop to flash")
+        self._timed_command(f"AT+VTS={{!,{vts_units(ms)}}}", ms / 1000)
+
+    def _timed_command(self, command: str, seconds: float) -> None:
+        """``command``, whose tones last ``seconds``: whenever the modem says
+        OK, their time is waited out, so the next command, or ATH0, cannot
+        cut them short."""
         began = time.monotonic()
-        self._command(f"AT+VTS={{!,{vts_units(ms)}}}", self.options.command_timeout_s + ms / 1000)
-        left = began + ms / 1000 - time.monotonic()
+        self._command(command, self.options.command_timeout_s + seconds)
+        left = began + seconds - time.monotonic()
         if left > 0:
             self._wait(left)
 
@@ -880,17 +886,11 @@ class ModemLine(LineDriver):
             if step.command is None:
                 self._wait(seconds)
                 continue
-            began = time.monotonic()
             # Until its tones have sounded and the modem has answered, a report
             # of one of the command's keys is the modem hearing itself.
             own = self.reports.own_keys(vts_keys(step.command), self._line_time() or 0.0)
             try:
-                self._command(step.command, o.command_timeout_s + seconds)
-                # Whenever the modem says OK, the tones' time is waited out, so the
-                # next command, or ATH0, cannot cut them short.
-                left = began + seconds - time.monotonic()
-                if left > 0:
-                    self._wait(left)
+                self._timed_command(step.command, seconds)
             finally:
                 own.end = self._line_time() or 0.0
 

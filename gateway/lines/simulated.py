@@ -266,7 +266,10 @@ class SimulatedLine(LineDriver):
             self._free_at = start + seconds
             self._outgoing.add(round(start * rate), frames)
             self.exchange.transmit(mono, start)
-            keys = _key_times(plan, self.engine.settings.ramp_reach / rate, len(mono) / rate)
+            # The rendering lies half a ramp late; keys past its end are not in it.
+            late, ends = self.engine.settings.ramp_reach / rate, len(mono) / rate
+            keys = [(key, on + late, off + late) for key, on, off in
+                    (plan.key_times() if plan is not None else []) if on + late < ends]
             for key, on, off in keys:
                 assert self.ears is not None
                 self.ears.own_key(key, start + on, start + off)
@@ -298,12 +301,8 @@ class SimulatedLine(LineDriver):
         silence = self.engine.silence(seconds * 1000)
         with self._faults_on_hook(), self._command():
             self._event(f"speak {party.value} {language or '-'} {text!r}")
-            if self.exchange is None:
-                self._record(route(silence, routing.channels, routing.channels_for(party)))
-                self._wait(seconds)
-            else:
-                self._carry(silence, route(silence, routing.channels,
-                                           routing.channels_for(party)), seconds)
+            self._carry(silence, route(silence, routing.channels, routing.channels_for(party)),
+                        seconds)
 
     @property
     def audio_rate(self) -> int:
@@ -316,11 +315,7 @@ class SimulatedLine(LineDriver):
         frames = route(samples, routing.channels, routing.channels_for(party))
         with self._faults_on_hook(), self._command():
             self._event(f"play {party.value} {len(samples) / self.audio_rate:.3f} s")
-            if self.exchange is None:
-                self._record(frames)
-                self._wait(len(samples) / self.audio_rate)
-            else:
-                self._carry(samples, frames, len(samples) / self.audio_rate)
+            self._carry(samples, frames, len(samples) / self.audio_rate)
 
     def flash(self, ms: int) -> None:
         """A hook flash: the loop is open for ``ms`` of line time. With an
@@ -516,22 +511,3 @@ class _FarEnd:
             self._closed = True
             self._exchange.on_hook()
             line._clock.notify_all()
-
-
-def _key_times(plan: TonePlan | None, late_s: float, seconds: float
-               ) -> list[tuple[str, float, float]]:
-    """Each key of ``plan`` as the tone engine renders it, with the times (from
-    the rendering's start) of its half-amplitude edges, within ``seconds``."""
-    if plan is None:
-        return []
-    keys, ms = [], 0
-    for symbol in plan.symbols:
-        if isinstance(symbol, Tone):
-            on = ms / 1000 + late_s
-            if on >= seconds:
-                break
-            keys.append((symbol.key, on, on + plan.timing.duration_ms / 1000))
-            ms += plan.timing.duration_ms + plan.timing.gap_ms
-        elif isinstance(symbol, Pause):
-            ms += symbol.ms
-    return keys
