@@ -129,7 +129,7 @@ def recording(name: str) -> Response:
     except ApiError as exc:
         outcome = outcome_of(exc, "Record")
         return xml(render(outcome.code, outcome.text))
-    folder = state().gateway.config.path(state().gateway.config.calls.record_dir)
+    folder = state().gateway.record_dir
     if not RECORDING_NAME.fullmatch(name) or not (folder / name).is_file():
         log.info("recording user=%s addr=%s code=404", escape(user.name), address)
         return Response("no such recording\n", status=404, content_type="text/plain")

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 from gateway import media, notify, ozml
@@ -132,6 +133,11 @@ class Gateway:
         return [line.snapshot() for line in self.lines.values()]
 
     # -- calls ---------------------------------------------------------------
+    @property
+    def record_dir(self) -> Path:
+        """Where Record writes its recordings (and whence they are downloaded)."""
+        return self.config.path(self.config.calls.record_dir)
+
     def find(self, call_id: str | None, command: str = "") -> Call:
         return self.registry.find(call_id, command)
 
@@ -280,14 +286,18 @@ class Gateway:
     def speak(self, call_id: str | None, text: str, language: str | None, party: Party) -> Call:
         """Say ``text`` into the call; returns when it has been said."""
 
-        def say(line: Line, call: Call) -> None:
-            try:
-                self._guarded(line, call, lambda: line.driver.speak(text, language, party))
-            except NotSupported as exc:
-                exc.command = "Speak"
-                raise
+        return self._on_call(call_id, "Speak", len(text) / ozml.SPEECH_CHARS_PER_S,
+                             lambda line, call: self._speak(line, call, text, language, party))
 
-        return self._on_call(call_id, "Speak", len(text) / ozml.SPEECH_CHARS_PER_S, say)
+    def _speak(self, line: Line, call: Call, text: str, language: str | None,
+               party: Party) -> None:
+        """Say ``text`` on the line (over HTTP and in OzML); a line that
+        cannot speak says so as Speak's."""
+        try:
+            self._guarded(line, call, lambda: line.driver.speak(text, language, party))
+        except NotSupported as exc:
+            exc.command = "Speak"
+            raise
 
     def record(self, call_id: str | None, command: ozml.Record) -> tuple[Call, Recording]:
         """Start recording what the call's line hears (see :mod:`gateway.calls.record`);
@@ -305,7 +315,7 @@ class Gateway:
         with self.registry.lock:
             call.recordings += 1
             name = f"{call.call_id}-{call.recordings}.wav"
-        path = self.config.path(self.config.calls.record_dir) / name
+        path = self.record_dir / name
 
         def done(recording: Recording) -> None:
             ears.remove_tap(recording)
@@ -684,9 +694,7 @@ class _Control:
         self._gateway._emit(self._line, self._call, plan, party)
 
     def speak(self, text: str, language: str | None, party: Party) -> None:
-        driver = self._line.driver
-        self._gateway._guarded(self._line, self._call,
-                               lambda: driver.speak(text, language, party))
+        self._gateway._speak(self._line, self._call, text, language, party)
 
     def play(self, command: ozml.Play) -> None:
         self._gateway._play(self._line, self._call, command)

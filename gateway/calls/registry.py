@@ -51,13 +51,8 @@ class HeardKeys:
     def take(self, timeout: float | None) -> str | None:
         """The next key, waiting up to ``timeout`` s (None: until the call
         ends); None on a timeout or when the call ended."""
-        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while not self._queue and not self._closed:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return None
-                self._cond.wait(left)
+            self._cond.wait_for(lambda: bool(self._queue) or self._closed, timeout)
             return self._queue.popleft() if self._queue and not self._closed else None
 
     def wait(self, timeout: float) -> bool:

@@ -63,7 +63,8 @@ class CallControl(Protocol):
 
     def emit(self, plan: TonePlan, party: Party) -> None: ...
 
-    def speak(self, text: str, language: str | None, party: Party) -> None: ...
+    def speak(self, text: str, language: str | None, party: Party) -> None:
+        """Say ``text``; NotSupported (as Speak's) on a line that cannot speak."""
 
     def play(self, command: ozml.Play) -> None:
         """Play its audio file; MediaError when it cannot be had."""
@@ -123,7 +124,6 @@ def _speak(control: CallControl, command: ozml.Speak, ctx: Context) -> Flow:
         control.speak(command.text, command.language, command.party)
     except NotSupported as exc:
         # Reported, and the script goes on: a menu without its prompt still works.
-        exc.command = "Speak"
         control.report(exc)
     return Flow.NEXT
 
